@@ -1,0 +1,1 @@
+"""Stage 1: tasks -> teachers -> teacher-rationale dataset repos (``make push-data``)."""

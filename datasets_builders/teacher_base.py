@@ -1,0 +1,54 @@
+"""What every teacher backend offers the rationale builder: batched generation of prompts."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TeacherPrompt:
+    """One request in both forms: chat ``messages`` for instruct teachers, plain ``text`` for base ones."""
+
+    messages: list[dict[str, str]]
+    text: str
+
+
+@dataclass
+class GenerationSettings:
+    """Decoding settings recorded in the dataset card. Greedy unless ``do_sample``."""
+
+    max_new_tokens: int = 192
+    do_sample: bool = False
+    temperature: float = 0.7
+    top_p: float = 0.95
+    seed: int = 42
+    batch_size: int = 16
+    stop: list[str] = field(default_factory=lambda: ["\nQuestion:", "\n\nQuestion", "<|im_end|>"])
+
+
+@dataclass
+class Generation:
+    """A teacher's answer to one prompt, with the token count used for throughput figures."""
+
+    text: str
+    num_tokens: int
+
+
+class Teacher(ABC):
+    """A named teacher. ``uses_chat`` decides which form of a :class:`TeacherPrompt` it is sent."""
+
+    name: str
+    uses_chat: bool
+
+    @abstractmethod
+    def generate(self, prompts: list[TeacherPrompt], settings: GenerationSettings) -> list[Generation]:
+        """Answers for ``prompts`` in the same order."""
+
+    def describe(self) -> dict[str, str]:
+        """What the dataset card records about this teacher (never a secret)."""
+        return {"name": self.name, "backend": type(self).__name__}
+
+    def close(self) -> None:
+        """Release memory or connections."""
+        return None
