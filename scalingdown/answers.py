@@ -25,9 +25,11 @@ _NUMERIC_MARKERS = [
     re.compile(r"\\boxed\{\s*(" + _NUMBER + r")\s*\}"),
 ]
 _LETTER_MARKERS = [
-    re.compile(r"answer\s*(?:is|:)?\s*[:=]?\s*\(?\**\s*([A-J])\b\)?", re.IGNORECASE),
+    # "The answer is (C)", "Answer: B", "answer is **C**". A bare lowercase letter is the article in "the answer is a
+    # bacterial ...", so lowercase counts only inside parentheses: "the answer is (c)".
+    re.compile(r"(?i:answer\s*(?:is|:)?)\s*[:=]?\s*\**\s*(?:\(\s*([A-Ja-j])\s*\)|([A-J])\b)"),
     re.compile(r"\(([A-J])\)\s*$"),
-    re.compile(r"^\s*\(?([A-J])[\).:]?\s*$"),
+    re.compile(r"^\s*\(?([A-J])[\).:]?\s*$", re.MULTILINE),
 ]
 _YESNO_MARKER = re.compile(r"answer\s*(?:is|:)?\s*[:=]?\s*\**\s*(yes|no|maybe)\b", re.IGNORECASE)
 _YESNO_ANY = re.compile(r"\b(yes|no|maybe)\b", re.IGNORECASE)
@@ -41,6 +43,8 @@ def normalize_number(text: str) -> str | None:
     try:
         value = Decimal(cleaned)
     except InvalidOperation:
+        return None
+    if not value.is_finite():  # "inf" and "nan" parse as Decimals but are not answers
         return None
     if value == value.to_integral_value():
         return str(int(value))
@@ -61,7 +65,8 @@ def extract_letter_answer(text: str, num_choices: int = 5) -> str | None:
     """Final option letter of a solution (``'... the answer is (C)'`` -> ``'C'``), within the choices."""
     valid = LETTERS[:num_choices]
     for marker in _LETTER_MARKERS:
-        found = [m.upper() for m in marker.findall(text.strip(), re.MULTILINE) if m.upper() in valid]
+        letters = [next(group for group in match.groups() if group).upper() for match in marker.finditer(text.strip())]
+        found = [letter for letter in letters if letter in valid]
         if found:
             return found[-1]
     return None

@@ -159,9 +159,10 @@ class HubTarget:
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, dst)
         _git(repo, "add", "-A")
-        has_head = subprocess.run(
-            ["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=repo, capture_output=True
-        ).returncode == 0
+        has_head = (
+            subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=repo, capture_output=True).returncode
+            == 0
+        )
         staged = subprocess.run(["git", "diff", "--cached", "--quiet"], cwd=repo).returncode != 0
         if staged or not has_head:
             _git(repo, "commit", "-q", "--allow-empty", "-m", message)

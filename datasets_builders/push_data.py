@@ -1,0 +1,357 @@
+"""Turn a task into a teacher-rationale dataset repo on a Hub target (the ``make push-data`` stage).
+
+    python -m datasets_builders.push_data --task gsm8k --data ../shared/data/gsm8k --limit 50 \
+        --teachers smollm2-135m-instruct,gemma3-270m
+    python -m datasets_builders.push_data --config recipes/push_data/synthetic_gsm.yaml
+
+Each teacher's generations are written as parquet shards under ``--work_dir`` while it runs, so an
+interrupted build resumes where it stopped. Filters run when the repo is assembled, so changing a
+filter never needs a teacher again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from datasets import Dataset, Features, List, Value
+from huggingface_hub import DatasetCard, DatasetCardData
+from tqdm.auto import tqdm
+
+from datasets_builders.decontamination import find_overlap
+from datasets_builders.rationales import (
+    PROMPT_MODES,
+    PROMPT_VERSION,
+    FilterSettings,
+    build_prompt,
+    check_rationale,
+    finish_rationale,
+)
+from datasets_builders.shards import ShardStore
+from datasets_builders.tasks import get_task, load_examples
+from datasets_builders.teacher_base import GenerationSettings
+from datasets_builders.teachers import DEFAULT_TEACHERS, load_teacher, teacher_name
+from model_cards import template_path
+from scalingdown.hub import HubTarget, dataset_repo_name
+from scalingdown.prompts import student_messages
+
+logger = logging.getLogger("push_data")
+
+MESSAGES = List({"role": Value("string"), "content": Value("string")})
+RATIONALE_FEATURES = Features(
+    {
+        "id": Value("string"),
+        "task": Value("string"),
+        "question": Value("string"),
+        "choices": List(Value("string")),
+        "answer": Value("string"),
+        "gold_rationale": Value("string"),
+        "teacher": Value("string"),
+        "mode": Value("string"),
+        "rationale": Value("string"),
+        "consistent": Value("bool"),
+        "messages": MESSAGES,
+    }
+)
+
+
+@dataclass
+class PushDataArguments:
+    """Every option of ``make push-data``; also settable from a YAML recipe with ``--config``."""
+
+    task: str = field(default="synthetic_gsm", metadata={"help": "Task name (see datasets_builders/tasks.py)."})
+    teachers: str = field(
+        default=DEFAULT_TEACHERS,
+        metadata={"help": "Comma-separated teachers: registered names, Hub ids, folders, .gguf files, openai:M@URL."},
+    )
+    data: str | None = field(
+        default=None, metadata={"help": "Local folder/file in the task's original format; default: the Hub id."}
+    )
+    limit: int = field(default=64, metadata={"help": "Training examples to explain (per teacher); 0 = all."})
+    test_limit: int = field(default=100, metadata={"help": "Held-out test examples in the test split; 0 = all."})
+    mode: str = field(default="teacher_forced", metadata={"help": f"Prompt mode, one of {PROMPT_MODES}."})
+    max_new_tokens: int = field(default=128, metadata={"help": "Longest rationale, in tokens."})
+    batch_size: int = field(default=16, metadata={"help": "Prompts per generate() call."})
+    do_sample: bool = field(default=False, metadata={"help": "Sample instead of greedy decoding."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (with --do_sample)."})
+    seed: int = field(default=42, metadata={"help": "Seed for sampling and the synthetic task."})
+    min_chars: int = field(default=20, metadata={"help": "Drop rationales shorter than this."})
+    max_chars: int = field(default=2000, metadata={"help": "Drop rationales longer than this."})
+    consistency: str = field(
+        default="drop", metadata={"help": "drop: remove rationales whose answer disagrees with gold; flag: keep."}
+    )
+    shard_size: int = field(default=32, metadata={"help": "Examples per shard written while generating."})
+    work_dir: str = field(default="outputs/push-data", metadata={"help": "Where shards are kept between runs."})
+    hub_target: str | None = field(default=None, metadata={"help": "local (default) or hf; env HUB_TARGET."})
+    hub_dir: str | None = field(default=None, metadata={"help": "Root of the local Hub; env HUB_DIR (./hub)."})
+    org: str | None = field(default=None, metadata={"help": "Organisation of the repos; env ORG."})
+    push: bool = field(default=True, metadata={"help": "Push the dataset repo (else only build shards)."})
+
+    def __post_init__(self) -> None:
+        get_task(self.task)  # fails early, listing valid task names
+        if self.mode not in PROMPT_MODES:
+            raise ValueError(f"--mode must be one of {PROMPT_MODES}, got {self.mode!r}")
+        if not self.teacher_specs:
+            raise ValueError("--teachers is empty: name at least one teacher")
+
+    @property
+    def teacher_specs(self) -> list[str]:
+        return [t.strip() for t in self.teachers.split(",") if t.strip()]
+
+    def generation_settings(self) -> GenerationSettings:
+        return GenerationSettings(
+            max_new_tokens=self.max_new_tokens,
+            do_sample=self.do_sample,
+            temperature=self.temperature,
+            seed=self.seed,
+            batch_size=self.batch_size,
+        )
+
+    def filter_settings(self) -> FilterSettings:
+        return FilterSettings(min_chars=self.min_chars, max_chars=self.max_chars, consistency=self.consistency)
+
+
+def shard_dir(args: PushDataArguments, spec: str) -> Path:
+    """Shards of one teacher, keyed by everything that changes what it generates (not by batch size)."""
+    settings = asdict(args.generation_settings())
+    settings.pop("batch_size")
+    key = json.dumps(
+        [args.task, args.data and str(Path(args.data).resolve()), spec, args.mode, PROMPT_VERSION, settings],
+        sort_keys=True,
+    )
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return Path(args.work_dir) / args.task / f"{teacher_name(spec)}-{digest}"
+
+
+def generate_rationales(args: PushDataArguments, spec: str, examples: Dataset, kind: str) -> dict:
+    """Generate this teacher's missing rationales shard by shard; return what the card records of it."""
+    store = ShardStore(shard_dir(args, spec))
+    done = store.done_keys()
+    todo = [row for row in examples if row["id"] not in done]
+    name = teacher_name(spec)
+    info = {"name": name, "resumed_rows": len(done), "generated_tokens": 0, "seconds": 0.0}
+    if not todo:
+        logger.info("%s: all %d rationales already generated in %s", name, len(done), store.root)
+        info.update(_load_teacher_info(store))
+        return info
+    teacher = load_teacher(spec)
+    info.update(teacher.describe())
+    (store.root / "teacher.json").write_text(json.dumps(teacher.describe()))
+    settings = args.generation_settings()
+    with tqdm(total=len(examples), initial=len(done), desc=f"{name}", unit="ex") as progress:
+        for start in range(0, len(todo), args.shard_size):
+            chunk = todo[start : start + args.shard_size]
+            prompts = [build_prompt(r["question"], r["choices"], r["answer"], kind, args.mode) for r in chunk]
+            began = time.perf_counter()
+            generations = teacher.generate(prompts, settings)
+            info["seconds"] += time.perf_counter() - began
+            info["generated_tokens"] += sum(g.num_tokens for g in generations)
+            store.write(
+                [
+                    {"id": r["id"], "teacher": name, "rationale": g.text, "num_tokens": g.num_tokens}
+                    for r, g in zip(chunk, generations, strict=True)
+                ]
+            )
+            progress.update(len(chunk))
+            progress.set_postfix(tok_s=f"{info['generated_tokens'] / max(info['seconds'], 1e-9):.1f}")
+    teacher.close()
+    return info
+
+
+def _load_teacher_info(store: ShardStore) -> dict:
+    path = store.root / "teacher.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def assemble_train_rows(args: PushDataArguments, examples: Dataset, kind: str) -> tuple[list[dict], list[dict]]:
+    """Join each teacher's shards with the examples, filter, and count kept/dropped per teacher."""
+    by_id = {row["id"]: row for row in examples}
+    filters = args.filter_settings()
+    rows, counts = [], []
+    for spec in args.teacher_specs:
+        name = teacher_name(spec)
+        dropped: Counter[str] = Counter()
+        generated = kept = consistent = 0
+        for shard_row in ShardStore(shard_dir(args, spec)).rows():
+            example = by_id.get(shard_row["id"])
+            if example is None:  # generated under a larger --limit earlier; not part of this build
+                continue
+            generated += 1
+            num_choices = len(example["choices"] or [])
+            result = check_rationale(shard_row["rationale"], example["answer"], kind, num_choices, filters)
+            consistent += result.consistent
+            if result.reason:
+                dropped[result.reason] += 1
+                continue
+            kept += 1
+            response = finish_rationale(shard_row["rationale"], example["answer"])
+            rows.append(
+                {
+                    **example,
+                    "teacher": name,
+                    "mode": args.mode,
+                    "rationale": response,
+                    "consistent": result.consistent,
+                    "messages": student_messages(example["question"], example["choices"], kind, response),
+                }
+            )
+        counts.append(
+            {"teacher": name, "generated": generated, "kept": kept, "consistent": consistent, "dropped": dict(dropped)}
+        )
+    rows.sort(key=lambda r: (r["id"], r["teacher"]))
+    return rows, counts
+
+
+def test_rows(examples: Dataset, kind: str) -> list[dict]:
+    """Held-out rows: same columns as train, with no teacher and only the user turn in ``messages``."""
+    return [
+        {
+            **row,
+            "teacher": "",
+            "mode": "",
+            "rationale": None,
+            "consistent": None,
+            "messages": student_messages(row["question"], row["choices"], kind),
+        }
+        for row in examples
+    ]
+
+
+def render_card(args, target, repo, task_spec, teachers, counts, load_report, contamination, examples, kind):
+    first = examples[0]
+    prompt = build_prompt(first["question"], first["choices"], first["answer"], kind, args.mode)
+    reasons = sorted({r for c in counts for r in c["dropped"]} | {"refusal", "too_short", "too_long", "inconsistent"})
+    speed = {t["name"]: t for t in teachers}
+    for c in counts:
+        info = speed.get(c["teacher"], {})
+        secs = info.get("seconds") or 0
+        c["tokens_per_second"] = f"{info['generated_tokens'] / secs:.1f}" if secs else "(resumed)"
+    total_rows = sum(c["kept"] for c in counts)
+    card_data = DatasetCardData(
+        pretty_name=f"{args.task} teacher rationales",
+        license=task_spec.license,
+        language=["en"],
+        task_categories=["text-generation", "question-answering"],
+        tags=["scalingdown", "distillation", "rationales", "chain-of-thought", args.task],
+        size_categories=["n<1K" if total_rows < 1000 else "1K<n<10K"],
+        configs=[
+            {
+                "config_name": "default",
+                "data_files": [
+                    {"split": "train", "path": "data/train-*.parquet"},
+                    {"split": "test", "path": "data/test-*.parquet"},
+                ],
+            }
+        ],
+    )
+    return DatasetCard.from_template(
+        card_data,
+        template_path=template_path("dataset_card.md"),
+        pretty_name=f"{args.task} teacher rationales",
+        repo_location=target.location("dataset", repo),
+        task=args.task,
+        task_description=task_spec.description,
+        answer_kind=kind,
+        source=f"local files `{args.data}`" if args.data else f"Hub dataset `{task_spec.hub_id}`",
+        source_license=task_spec.license,
+        teachers=[
+            {k: t.get(k, "") for k in ("name", "backend", "source", "parameters", "prompt_format")} for t in teachers
+        ],
+        mode=args.mode,
+        mode_description="the teacher saw the gold answer and explained it (TinyLLM)"
+        if args.mode == "teacher_forced"
+        else "plain chain of thought, no gold answer shown",
+        prompt_version=PROMPT_VERSION,
+        example_chat_prompt="\n".join(f"[{m['role']}] {m['content']}" for m in prompt.messages),
+        example_text_prompt=prompt.text,
+        generation_settings=", ".join(f"{k}={v}" for k, v in asdict(args.generation_settings()).items()),
+        filters=asdict(args.filter_settings()),
+        reasons=reasons,
+        filter_rows=counts,
+        load_report=load_report,
+        decontamination=contamination,
+    )
+
+
+def write_repo_folder(folder: Path, train: list[dict], test: list[dict], card: DatasetCard, build: dict) -> None:
+    data = folder / "data"
+    data.mkdir(parents=True)
+    for split, rows in (("train", train), ("test", test)):
+        Dataset.from_list(rows, features=RATIONALE_FEATURES).to_parquet(data / f"{split}-00000-of-00001.parquet")
+    card.save(folder / "README.md")
+    (folder / "scalingdown_build.json").write_text(json.dumps(build, indent=2, default=str))
+
+
+def print_summary(counts: list[dict], repo_location: str) -> None:
+    header = f"{'teacher':<28}{'generated':>10}{'kept':>8}{'consistent':>12}  dropped"
+    print("\n" + header + "\n" + "-" * len(header))
+    for c in counts:
+        dropped = ", ".join(f"{k}={v}" for k, v in sorted(c["dropped"].items())) or "-"
+        print(f"{c['teacher']:<28}{c['generated']:>10}{c['kept']:>8}{c['consistent']:>12}  {dropped}")
+    print(f"\ndataset repo: {repo_location}")
+
+
+def main(args: PushDataArguments) -> str | None:
+    """Build (or resume) the rationales of every teacher, then assemble and push the dataset repo."""
+    task_spec = get_task(args.task)
+    kind = task_spec.answer_kind
+    train, train_report = load_examples(args.task, "train", data=args.data, limit=args.limit or None, seed=args.seed)
+    test, test_report = load_examples(args.task, "test", data=args.data, limit=args.test_limit or None, seed=args.seed)
+    if len(train) == 0:
+        raise SystemExit(f"no usable training examples for {args.task} (load report: {train_report})")
+    logger.info("%s: %d train examples, %d test examples", args.task, len(train), len(test))
+    contamination = find_overlap(
+        [(r["id"], r["question"]) for r in train], [(r["id"], r["question"]) for r in test]
+    ).to_dict()
+    teachers = [generate_rationales(args, spec, train, kind) for spec in args.teacher_specs]
+    rows, counts = assemble_train_rows(args, train, kind)
+    target = HubTarget.from_env(args.hub_target, args.org, args.hub_dir)
+    repo = dataset_repo_name(args.task)
+    if not args.push:
+        print_summary(counts, "(not pushed: --push false)")
+        return None
+    if not rows:
+        raise SystemExit(
+            "every rationale was filtered out (see the counts above); nothing to push. Try more examples, "
+            "another teacher, or --consistency flag to keep inconsistent rationales."
+        )
+    load_report = {"train": _report_dict(train_report), "test": _report_dict(test_report)}
+    card = render_card(args, target, repo, task_spec, teachers, counts, load_report, contamination, train, kind)
+    build = {"arguments": asdict(args), "teachers": teachers, "counts": counts, "decontamination": contamination}
+    with tempfile.TemporaryDirectory() as tmp:
+        write_repo_folder(Path(tmp), rows, test_rows(test, kind), card, build)
+        names = ", ".join(c["teacher"] for c in counts)
+        commit = target.push_folder(
+            tmp,
+            "dataset",
+            repo,
+            f"Rationales for {args.task} from {names} ({len(rows)} rows)",
+            delete_patterns=["data/*"],
+        )
+    location = target.location("dataset", repo)
+    print_summary(counts, f"{location} @ {commit[:10]}")
+    return location
+
+
+def _report_dict(report) -> dict:
+    return asdict(report) if hasattr(report, "__dataclass_fields__") else dict(report)
+
+
+def cli(argv: list[str] | None = None) -> None:
+    from trl import TrlParser
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    parser = TrlParser((PushDataArguments,))
+    (args,) = parser.parse_args_and_config(argv)
+    main(args)
+
+
+if __name__ == "__main__":
+    cli(sys.argv[1:])

@@ -1,0 +1,133 @@
+"""Rationale prompts (TinyLLM teacher-forced chain of thought, or plain CoT) and the filters after them.
+
+Teacher-forced: the teacher sees the question, the choices and the gold answer, and is asked for the
+reasoning that leads to it (TinyLLM, arXiv 2402.04616; "distilling step-by-step" uses the same idea).
+Plain CoT: the teacher is not told the answer; kept for comparison.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from datasets_builders.teacher_base import TeacherPrompt
+from scalingdown.answers import answers_match, extract_answer, format_final_answer
+from scalingdown.schema import format_question
+
+PROMPT_MODES = ("teacher_forced", "cot")
+PROMPT_VERSION = "v1"  # bump when a template below changes: it is part of the shard fingerprint
+
+SYSTEM_PROMPT = "You are a patient teacher. You explain solutions step by step, briefly and correctly."
+
+_FORCED_INSTRUCTION = (
+    "The correct answer is {answer}. Explain step by step, in a few short sentences, why this is the answer. "
+    "Do not say that you were given the answer. Finish with the sentence '{final}'"
+)
+_COT_INSTRUCTION = (
+    "Think step by step, in a few short sentences, then finish with the sentence 'The answer is <answer>.'"
+)
+
+# Few-shot examples for base (non-chat) teachers, one per answer kind, written for this project.
+_SHOTS = {
+    "numeric": (
+        "A baker makes 4 trays of 12 muffins and sells 30 of them. How many muffins are left?",
+        None,
+        "18",
+        "The baker makes 4 * 12 = 48 muffins. After selling 30, 48 - 30 = 18 muffins are left.",
+    ),
+    "letter": (
+        "Which of these is a source of light?",
+        ["a mirror", "the Sun", "the Moon", "a window"],
+        "B",
+        "A mirror, the Moon and a window only reflect or let through light. The Sun makes its own light.",
+    ),
+    "yesno": (
+        "Does regular exercise lower resting heart rate in adults? Context: In a trial of 200 adults, 12 weeks of "
+        "aerobic training lowered resting heart rate by 6 beats per minute compared with controls.",
+        None,
+        "yes",
+        "The trial compared trained adults with controls and found a lower resting heart rate after training.",
+    ),
+}
+
+
+def build_prompt(question: str, choices: list[str] | None, answer: str, kind: str, mode: str) -> TeacherPrompt:
+    """Both forms of one rationale request: chat messages and a few-shot plain-text prompt."""
+    if mode not in PROMPT_MODES:
+        raise ValueError(f"unknown prompt mode {mode!r}; choose one of {PROMPT_MODES}")
+    body = format_question(question, choices)
+    final = format_final_answer(answer)
+    instruction = (
+        _FORCED_INSTRUCTION.format(answer=answer, final=final) if mode == "teacher_forced" else _COT_INSTRUCTION
+    )
+    messages = [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": f"Question: {body}\n\n{instruction}"},
+    ]
+    shot_q, shot_choices, shot_answer, shot_text = _SHOTS[kind]
+    shot = _plain_block(format_question(shot_q, shot_choices), shot_answer, mode)
+    shot += f" {shot_text} {format_final_answer(shot_answer)}\n\n"
+    text = shot + _plain_block(body, answer, mode)
+    return TeacherPrompt(messages=messages, text=text)
+
+
+def _plain_block(body: str, answer: str, mode: str) -> str:
+    given = f"Correct answer: {answer}\n" if mode == "teacher_forced" else ""
+    return f"Question: {body}\n{given}Explanation:"
+
+
+# Refusals and assistant boilerplate, and rationales that lean on having been told the answer.
+REFUSAL_PATTERNS = [
+    r"\bI(?:'m| am) sorry\b",
+    r"\bI (?:cannot|can't|can not|won't) (?:help|answer|provide|assist)",
+    r"\bas an AI\b",
+    r"\blanguage model\b",
+    r"\bI apologi[sz]e\b",
+    r"\b(?:given|provided|stated) (?:correct )?answer\b",
+    r"\bcorrect answer is given\b",
+]
+_REFUSAL_RE = re.compile("|".join(REFUSAL_PATTERNS), re.IGNORECASE)
+
+
+@dataclass
+class FilterSettings:
+    """Which rationales are kept. Recorded in the dataset card."""
+
+    min_chars: int = 20
+    max_chars: int = 2000
+    consistency: str = "drop"  # drop | flag: what to do when the rationale's own answer disagrees with gold
+
+    def __post_init__(self) -> None:
+        if self.consistency not in ("drop", "flag"):
+            raise ValueError("consistency must be 'drop' or 'flag'")
+
+
+@dataclass
+class FilterResult:
+    consistent: bool
+    predicted: str | None
+    reason: str | None  # None when the rationale is kept
+
+
+def check_rationale(rationale: str, answer: str, kind: str, num_choices: int, settings: FilterSettings) -> FilterResult:
+    """Apply the refusal, length and answer-consistency filters, in that order; the first failure names the reason."""
+    predicted = extract_answer(rationale, kind, num_choices or 5)
+    consistent = answers_match(predicted, answer, kind)
+    if _REFUSAL_RE.search(rationale):
+        return FilterResult(consistent, predicted, "refusal")
+    if len(rationale) < settings.min_chars:
+        return FilterResult(consistent, predicted, "too_short")
+    if len(rationale) > settings.max_chars:
+        return FilterResult(consistent, predicted, "too_long")
+    if not consistent and settings.consistency == "drop":
+        return FilterResult(consistent, predicted, "inconsistent")
+    return FilterResult(consistent, predicted, None)
+
+
+def finish_rationale(rationale: str, answer: str) -> str:
+    """The assistant turn a student learns: the rationale, closed by the canonical final sentence."""
+    text = rationale.strip()
+    final = format_final_answer(answer)
+    # Drop any trailing restatements so the answer appears once, at the end, in the one format eval parses.
+    text = re.sub(r"(?:\s*(?:the )?(?:final )?answer is[^.\n]*\.?)+\s*$", "", text, flags=re.IGNORECASE).strip()
+    return f"{text} {final}".strip() if text else final

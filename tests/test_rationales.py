@@ -1,0 +1,82 @@
+"""Rationale prompts and filters on realistic teacher outputs."""
+
+from __future__ import annotations
+
+import pytest
+
+from datasets_builders.rationales import FilterSettings, build_prompt, check_rationale, finish_rationale
+from datasets_builders.shards import ShardStore
+from datasets_builders.teachers import TeacherError, cut_at_stop, resolve_model_source
+
+
+def test_teacher_forced_prompt_shows_the_gold_answer_and_cot_does_not():
+    forced = build_prompt("What is 2 + 3?", None, "5", "numeric", "teacher_forced")
+    cot = build_prompt("What is 2 + 3?", None, "5", "numeric", "cot")
+    assert "The correct answer is 5." in forced.messages[-1]["content"]
+    assert "The answer is 5." in forced.messages[-1]["content"]
+    assert "correct answer is 5" not in cot.messages[-1]["content"]
+    # Plain-text form for base teachers: one worked shot, then the question awaiting its explanation.
+    assert forced.text.count("Question:") == 2 and forced.text.endswith("Correct answer: 5\nExplanation:")
+    assert "Correct answer" not in cot.text
+
+
+def test_multiple_choice_prompt_lists_choices_with_letters():
+    prompt = build_prompt("Which is a mammal?", ["shark", "whale", "trout"], "B", "letter", "teacher_forced")
+    assert "A) shark\nB) whale\nC) trout" in prompt.messages[-1]["content"]
+
+
+@pytest.mark.parametrize(
+    ("text", "reason", "consistent"),
+    [
+        ("She has 3 + 4 = 7 apples. The answer is 7.", None, True),
+        ("She has 3 + 4 = 8 apples. The answer is 8.", "inconsistent", False),
+        ("I'm sorry, but I cannot help with that request. The answer is 7.", "refusal", True),
+        ("As stated, the given answer is 7, so the answer is 7.", "refusal", True),
+        ("7.", "too_short", True),
+        ("Seven apples: " + "and more " * 300 + "The answer is 7.", "too_long", True),
+    ],
+)
+def test_filters_name_the_first_failing_reason(text, reason, consistent):
+    result = check_rationale(text, "7", "numeric", 0, FilterSettings())
+    assert result.reason == reason
+    assert result.consistent is consistent
+
+
+def test_flag_mode_keeps_inconsistent_rationales_but_marks_them():
+    result = check_rationale("It is 3 + 4 = 8. The answer is 8.", "7", "numeric", 0, FilterSettings(consistency="flag"))
+    assert result.reason is None and result.consistent is False and result.predicted == "8"
+
+
+def test_letter_consistency_uses_the_letter_not_the_text():
+    ok = check_rationale(
+        "Whales breathe air and nurse their young. The answer is B.", "B", "letter", 3, FilterSettings()
+    )
+    assert ok.reason is None
+
+
+def test_finish_rationale_ends_with_one_canonical_answer():
+    assert finish_rationale("3 + 4 = 7. The answer is 7. The answer is 7.", "7") == "3 + 4 = 7. The answer is 7."
+    assert finish_rationale("3 + 4 = 7 apples in total", "7") == "3 + 4 = 7 apples in total The answer is 7."
+
+
+def test_cut_at_stop_keeps_text_before_the_first_stop():
+    assert cut_at_stop("Because 2+2=4.\nQuestion: next one", ["\nQuestion:"]) == "Because 2+2=4."
+
+
+def test_shard_store_resumes_and_drops_half_written_shards(tmp_path):
+    store = ShardStore(tmp_path / "s")
+    store.write([{"id": "a", "x": 1}, {"id": "b", "x": 2}])
+    (tmp_path / "s" / "shard-00001.tmp").write_bytes(b"partial")  # what a kill during a write leaves
+    store = ShardStore(tmp_path / "s")
+    assert store.done_keys() == {"a", "b"}
+    assert not list((tmp_path / "s").glob("*.tmp"))
+    store.write([{"id": "c", "x": 3}])
+    assert [r["id"] for r in store.rows()] == ["a", "b", "c"]
+
+
+def test_unknown_teacher_spec_lists_the_options(tmp_path):
+    with pytest.raises(TeacherError, match="smollm2-135m-instruct"):
+        resolve_model_source("no-such-teacher")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TeacherError, match="config.json"):
+        resolve_model_source(str(tmp_path / "empty"))
