@@ -1,0 +1,126 @@
+"""`make push-data` end to end: tasks -> teachers -> a dataset repo that `load_dataset` reads."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from datasets import load_dataset
+
+from datasets_builders.push_data import PushDataArguments, main, shard_dir
+from scalingdown.hub import HubTarget
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _args(tmp_path, teacher, **overrides) -> PushDataArguments:
+    values = dict(
+        task="synthetic_gsm",
+        teachers=str(teacher),
+        limit=12,
+        test_limit=5,
+        max_new_tokens=24,
+        batch_size=4,
+        shard_size=4,
+        consistency="flag",  # a random tiny teacher is never consistent; flag keeps its rows
+        work_dir=str(tmp_path / "work"),
+    )
+    values.update(overrides)
+    return PushDataArguments(**values)
+
+
+def test_build_pushes_a_dataset_repo_that_load_dataset_reads(tmp_path, hub_dir, tiny_teacher_dir):
+    location = main(_args(tmp_path, tiny_teacher_dir))
+    assert location == str(hub_dir / "datasets" / "testorg" / "synthetic_gsm-rationales")
+
+    ds = load_dataset(location)
+    assert set(ds) == {"train", "test"}
+    assert len(ds["train"]) == 12 and len(ds["test"]) == 5
+    row = ds["train"][0]
+    assert row["teacher"] == "tiny-llama" and row["mode"] == "teacher_forced"
+    assert row["messages"][0]["role"] == "user" and row["messages"][1]["role"] == "assistant"
+    assert row["messages"][1]["content"].endswith(f"The answer is {row['answer']}.")
+    assert ds["test"][0]["rationale"] is None and len(ds["test"][0]["messages"]) == 1
+    assert not set(ds["train"]["question"]) & set(ds["test"]["question"])
+
+    card = (Path(location) / "README.md").read_text()
+    assert "tiny-llama" in card and "configs:" in card and "Decontamination" in card
+    assert re.search(r"\| tiny-llama \| 12 \| 12 \|", card), card
+
+    # The same build again resumes from its shards, regenerates nothing and makes no new commit.
+    target = HubTarget.from_env()
+    before = target.revision("dataset", "synthetic_gsm-rationales")
+    shards = sorted(shard_dir(_args(tmp_path, tiny_teacher_dir), str(tiny_teacher_dir)).glob("shard-*"))
+    mtimes = [p.stat().st_mtime_ns for p in shards]
+    main(_args(tmp_path, tiny_teacher_dir))
+    assert [p.stat().st_mtime_ns for p in shards] == mtimes
+    assert target.revision("dataset", "synthetic_gsm-rationales") == before
+
+
+def test_drop_mode_filters_inconsistent_rationales_and_says_so(tmp_path, hub_dir, tiny_teacher_dir):
+    with pytest.raises(SystemExit, match="filtered out"):
+        main(_args(tmp_path, tiny_teacher_dir, consistency="drop"))
+
+
+def test_gsm8k_from_the_original_files(tmp_path, hub_dir, tiny_teacher_dir, shared_data):
+    location = main(_args(tmp_path, tiny_teacher_dir, task="gsm8k", data=str(shared_data / "gsm8k"), limit=6))
+    ds = load_dataset(location)
+    assert ds["train"]["answer"][0] == "72"
+    assert len(ds["train"]) == 6 and len(ds["test"]) == 5
+
+
+def test_interrupted_build_resumes_without_duplicates_or_gaps(tmp_path, hub_dir, tiny_teacher_dir):
+    """Kill a real build mid-way (SIGKILL, no cleanup), run it again, and count the rows."""
+    flags = [
+        "--task", "synthetic_gsm", "--teachers", str(tiny_teacher_dir), "--limit", "96", "--test_limit", "4",
+        "--max_new_tokens", "48", "--batch_size", "4", "--shard_size", "4", "--consistency", "flag",
+        "--work_dir", str(tmp_path / "work"),
+    ]  # fmt: skip
+    args = _args(tmp_path, tiny_teacher_dir, limit=96, test_limit=4, max_new_tokens=48)
+    shards = shard_dir(args, str(tiny_teacher_dir))
+    proc = subprocess.Popen([sys.executable, "-m", "datasets_builders.push_data", *flags], cwd=REPO, env=os.environ)
+    deadline = time.monotonic() + 240
+    while len(list(shards.glob("shard-*.parquet"))) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    written = sorted(shards.glob("shard-*.parquet"))
+    assert 2 <= len(written) < 96 // 4, "the build must be interrupted part-way for this test to mean anything"
+    kept = {p: p.read_bytes() for p in written}
+
+    location = main(args)
+    assert all(p.read_bytes() == data for p, data in kept.items()), "finished shards were regenerated"
+    ids = load_dataset(location, split="train")["id"]
+    assert len(ids) == len(set(ids)) == 96
+
+
+def test_every_makefile_option_is_a_documented_flag():
+    help_text = subprocess.run(
+        [sys.executable, "-m", "datasets_builders.push_data", "--help"], cwd=REPO, capture_output=True, text=True
+    ).stdout
+    makefile = (REPO / "Makefile").read_text()
+    block = makefile.split("PUSH_DATA_FLAGS =", 1)[1].split("\n\n", 1)[0]
+    flags = set(re.findall(r"--(\w+)", block))
+    assert {"task", "teachers", "data", "limit", "config"} <= flags
+    for flag in flags:
+        assert f"--{flag}" in help_text, f"--{flag} is passed by the Makefile but missing from --help"
+
+
+@pytest.mark.teacher
+def test_real_smollm2_teacher_writes_consistent_rationales(tmp_path, hub_dir, smol_dir):
+    """The packaged SmolLM2-135M-Instruct explains gold answers well enough to pass the consistency filter."""
+    location = main(
+        _args(tmp_path, "smollm2-135m-instruct", limit=8, max_new_tokens=96, batch_size=8, consistency="drop")
+    )
+    train = load_dataset(location, split="train")
+    assert len(train) >= 2, "SmolLM2 should explain at least a quarter of easy synthetic problems consistently"
+    for row in train:
+        assert row["consistent"] and row["teacher"] == "smollm2-135m-instruct"
+        assert row["rationale"].endswith(f"The answer is {row['answer']}.")
+    card = (Path(location) / "README.md").read_text()
+    assert "HuggingFaceTB/SmolLM2-135M-Instruct" in card
