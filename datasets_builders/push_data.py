@@ -21,7 +21,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from datasets import Dataset, Features, List, Value
+from datasets import Dataset, DatasetInfo, Features, List, SplitDict, SplitInfo, Value
 from huggingface_hub import DatasetCard, DatasetCardData
 from tqdm.auto import tqdm
 
@@ -131,21 +131,24 @@ def shard_dir(args: PushDataArguments, spec: str) -> Path:
 
 
 def generate_rationales(args: PushDataArguments, spec: str, examples: Dataset, kind: str) -> dict:
-    """Generate this teacher's missing rationales shard by shard; return what the card records of it."""
+    """Generate this teacher's missing rationales shard by shard; return what the card records of it.
+
+    The teacher's description and its token/time totals live beside the shards, so a resumed (or
+    repeated) build reports the same figures and pushes a byte-identical card.
+    """
     store = ShardStore(shard_dir(args, spec))
+    stats_file = store.root / "teacher.json"
+    info = json.loads(stats_file.read_text()) if stats_file.exists() else {"generated_tokens": 0, "seconds": 0.0}
     done = store.done_keys()
     todo = [row for row in examples if row["id"] not in done]
     name = teacher_name(spec)
-    info = {"name": name, "resumed_rows": len(done), "generated_tokens": 0, "seconds": 0.0}
     if not todo:
         logger.info("%s: all %d rationales already generated in %s", name, len(done), store.root)
-        info.update(_load_teacher_info(store))
-        return info
+        return {"name": name, **info}
     teacher = load_teacher(spec)
     info.update(teacher.describe())
-    (store.root / "teacher.json").write_text(json.dumps(teacher.describe()))
     settings = args.generation_settings()
-    with tqdm(total=len(examples), initial=len(done), desc=f"{name}", unit="ex") as progress:
+    with tqdm(total=len(examples), initial=len(examples) - len(todo), desc=f"{name}", unit="ex") as progress:
         for start in range(0, len(todo), args.shard_size):
             chunk = todo[start : start + args.shard_size]
             prompts = [build_prompt(r["question"], r["choices"], r["answer"], kind, args.mode) for r in chunk]
@@ -159,15 +162,11 @@ def generate_rationales(args: PushDataArguments, spec: str, examples: Dataset, k
                     for r, g in zip(chunk, generations, strict=True)
                 ]
             )
+            stats_file.write_text(json.dumps(info))
             progress.update(len(chunk))
             progress.set_postfix(tok_s=f"{info['generated_tokens'] / max(info['seconds'], 1e-9):.1f}")
     teacher.close()
-    return info
-
-
-def _load_teacher_info(store: ShardStore) -> dict:
-    path = store.root / "teacher.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    return {"name": name, **info}
 
 
 def assemble_train_rows(args: PushDataArguments, examples: Dataset, kind: str) -> tuple[list[dict], list[dict]]:
@@ -224,7 +223,9 @@ def test_rows(examples: Dataset, kind: str) -> list[dict]:
     ]
 
 
-def render_card(args, target, repo, task_spec, teachers, counts, load_report, contamination, examples, kind):
+def render_card(
+    args, target, repo, task_spec, teachers, counts, load_report, contamination, examples, kind, dataset_info
+):
     first = examples[0]
     prompt = build_prompt(first["question"], first["choices"], first["answer"], kind, args.mode)
     reasons = sorted({r for c in counts for r in c["dropped"]} | {"refusal", "too_short", "too_long", "inconsistent"})
@@ -232,7 +233,7 @@ def render_card(args, target, repo, task_spec, teachers, counts, load_report, co
     for c in counts:
         info = speed.get(c["teacher"], {})
         secs = info.get("seconds") or 0
-        c["tokens_per_second"] = f"{info['generated_tokens'] / secs:.1f}" if secs else "(resumed)"
+        c["tokens_per_second"] = f"{info['generated_tokens'] / secs:.1f}" if secs else "-"
     total_rows = sum(c["kept"] for c in counts)
     card_data = DatasetCardData(
         pretty_name=f"{args.task} teacher rationales",
@@ -241,6 +242,7 @@ def render_card(args, target, repo, task_spec, teachers, counts, load_report, co
         task_categories=["text-generation", "question-answering"],
         tags=["scalingdown", "distillation", "rationales", "chain-of-thought", args.task],
         size_categories=["n<1K" if total_rows < 1000 else "1K<n<10K"],
+        dataset_info=dataset_info,
         configs=[
             {
                 "config_name": "default",
@@ -280,13 +282,28 @@ def render_card(args, target, repo, task_spec, teachers, counts, load_report, co
     )
 
 
-def write_repo_folder(folder: Path, train: list[dict], test: list[dict], card: DatasetCard, build: dict) -> None:
+def write_data_files(folder: Path, splits: dict[str, list[dict]], features: Features = RATIONALE_FEATURES) -> dict:
+    """Write ``data/{split}-00000-of-00001.parquet`` and return the card's ``dataset_info``.
+
+    ``dataset_info`` (features, split sizes, download size) is what ``push_to_hub`` puts in a card; it also
+    keys the ``datasets`` cache of a local folder, so a re-pushed repo is never read from a stale cache.
+    """
     data = folder / "data"
-    data.mkdir(parents=True)
-    for split, rows in (("train", train), ("test", test)):
-        Dataset.from_list(rows, features=RATIONALE_FEATURES).to_parquet(data / f"{split}-00000-of-00001.parquet")
-    card.save(folder / "README.md")
-    (folder / "scalingdown_build.json").write_text(json.dumps(build, indent=2, default=str))
+    data.mkdir(parents=True, exist_ok=True)
+    split_infos, download_size = SplitDict(), 0
+    for split, rows in splits.items():
+        dataset = Dataset.from_list(rows, features=features)
+        path = data / f"{split}-00000-of-00001.parquet"
+        dataset.to_parquet(path)
+        download_size += path.stat().st_size
+        split_infos.add(SplitInfo(name=split, num_bytes=dataset.data.nbytes, num_examples=len(dataset)))
+    info = DatasetInfo(
+        features=features,
+        splits=split_infos,
+        download_size=download_size,
+        dataset_size=sum(s.num_bytes for s in split_infos.values()),
+    )
+    return info._to_yaml_dict()
 
 
 def print_summary(counts: list[dict], repo_location: str) -> None:
@@ -323,10 +340,14 @@ def main(args: PushDataArguments) -> str | None:
             "another teacher, or --consistency flag to keep inconsistent rationales."
         )
     load_report = {"train": _report_dict(train_report), "test": _report_dict(test_report)}
-    card = render_card(args, target, repo, task_spec, teachers, counts, load_report, contamination, train, kind)
     build = {"arguments": asdict(args), "teachers": teachers, "counts": counts, "decontamination": contamination}
     with tempfile.TemporaryDirectory() as tmp:
-        write_repo_folder(Path(tmp), rows, test_rows(test, kind), card, build)
+        dataset_info = write_data_files(Path(tmp), {"train": rows, "test": test_rows(test, kind)})
+        card = render_card(
+            args, target, repo, task_spec, teachers, counts, load_report, contamination, train, kind, dataset_info
+        )
+        card.save(Path(tmp) / "README.md")
+        (Path(tmp) / "scalingdown_build.json").write_text(json.dumps(build, indent=2, default=str))
         names = ", ".join(c["teacher"] for c in counts)
         commit = target.push_folder(
             tmp,
@@ -348,7 +369,11 @@ def cli(argv: list[str] | None = None) -> None:
     from trl import TrlParser
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    parser = TrlParser((PushDataArguments,))
+    parser = TrlParser(
+        (PushDataArguments,),
+        description="Build a teacher-rationale dataset repo for one task.",
+        epilog="--config RECIPE.yaml reads any of these options from a YAML recipe; flags given too win.",
+    )
     (args,) = parser.parse_args_and_config(argv)
     main(args)
 

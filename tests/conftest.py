@@ -48,6 +48,7 @@ def tiny_teacher_dir(tmp_path_factory, smol_dir) -> Path:
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=True,
+        initializer_range=0.2,  # at the default 0.02 greedy decoding of a random model emits only newlines
     )
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
