@@ -25,6 +25,7 @@ class ContaminationReport:
     eval_rows: int
     train_rows_overlapping: int
     eval_rows_overlapping: int
+    exact_duplicates: int  # training questions identical (after normalising case and spacing) to a test question
     examples: list[tuple[str, str]] = field(default_factory=list)  # (train id, eval id), a few
 
     def to_dict(self) -> dict:
@@ -37,6 +38,8 @@ def find_overlap(train: list[tuple[str, str]], evaluation: list[tuple[str, str]]
     for eval_id, question in evaluation:
         for gram in ngrams(question, n):
             index.setdefault(gram, eval_id)
+    eval_exact = {" ".join(_WORD.findall(q.lower())) for _, q in evaluation}
+    exact = sum(" ".join(_WORD.findall(q.lower())) in eval_exact for _, q in train)
     train_hits, eval_hits, examples = set(), set(), []
     for train_id, question in train:
         for gram in ngrams(question, n):
@@ -46,4 +49,4 @@ def find_overlap(train: list[tuple[str, str]], evaluation: list[tuple[str, str]]
                 if len(examples) < 5:
                     examples.append((train_id, index[gram]))
                 break
-    return ContaminationReport(n, len(train), len(evaluation), len(train_hits), len(eval_hits), examples)
+    return ContaminationReport(n, len(train), len(evaluation), len(train_hits), len(eval_hits), exact, examples)

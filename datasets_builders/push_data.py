@@ -228,7 +228,10 @@ def render_card(
 ):
     first = examples[0]
     prompt = build_prompt(first["question"], first["choices"], first["answer"], kind, args.mode)
-    reasons = sorted({r for c in counts for r in c["dropped"]} | {"refusal", "too_short", "too_long", "inconsistent"})
+    reasons = sorted(
+        {r for c in counts for r in c["dropped"]}
+        | {"refusal", "too_short", "too_long", "repetitive", "bad_arithmetic", "inconsistent"}
+    )
     speed = {t["name"]: t for t in teachers}
     for c in counts:
         info = speed.get(c["teacher"], {})
@@ -261,7 +264,7 @@ def render_card(
         task=args.task,
         task_description=task_spec.description,
         answer_kind=kind,
-        source=f"local files `{args.data}`" if args.data else f"Hub dataset `{task_spec.hub_id}`",
+        source=load_report["train"]["source"],
         source_license=task_spec.license,
         teachers=[
             {k: t.get(k, "") for k in ("name", "backend", "source", "parameters", "prompt_format")} for t in teachers

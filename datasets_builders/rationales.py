@@ -89,12 +89,43 @@ REFUSAL_PATTERNS = [
 _REFUSAL_RE = re.compile("|".join(REFUSAL_PATTERNS), re.IGNORECASE)
 
 
+_EQUATION = re.compile(r"(\d[\d,]*(?:\.\d+)?)\s*([-+*/x×÷])\s*(\d[\d,]*(?:\.\d+)?)\s*=\s*\$?(-?\d[\d,]*(?:\.\d+)?)")
+_OPS = {
+    "+": lambda a, b: a + b,
+    "-": lambda a, b: a - b,
+    "*": lambda a, b: a * b,
+    "x": lambda a, b: a * b,
+    "×": lambda a, b: a * b,
+    "/": lambda a, b: a / b if b else None,
+    "÷": lambda a, b: a / b if b else None,
+}
+
+
+def wrong_equations(text: str) -> list[str]:
+    """Written steps ``a op b = c`` whose arithmetic is wrong (a calculator check, as in GSM8K's annotations)."""
+    wrong = []
+    for a, op, b, c in _EQUATION.findall(text):
+        left = _OPS[op](float(a.replace(",", "")), float(b.replace(",", "")))
+        if left is None or abs(left - float(c.replace(",", ""))) > 1e-6 * max(1.0, abs(left)):
+            wrong.append(f"{a} {op} {b} = {c}")
+    return wrong
+
+
+def repetition_ratio(text: str) -> float:
+    """Share of non-empty lines (or sentences, for one-line text) that repeat an earlier one."""
+    # Digits are masked so "Step 1: ..." and "Step 2: ..." count as the same line.
+    units = [re.sub(r"\d+", "#", u.strip().lower()) for u in re.split(r"\n+|(?<=[.!?])\s+", text) if u.strip()]
+    return 1 - len(set(units)) / len(units) if units else 0.0
+
+
 @dataclass
 class FilterSettings:
     """Which rationales are kept. Recorded in the dataset card."""
 
     min_chars: int = 20
     max_chars: int = 2000
+    max_repetition: float = 0.3  # degenerate loops ("Step 5: The answer is 10." ten times) are not reasoning
+    check_arithmetic: bool = True  # numeric tasks: drop rationales with a wrong "a op b = c" step
     consistency: str = "drop"  # drop | flag: what to do when the rationale's own answer disagrees with gold
 
     def __post_init__(self) -> None:
@@ -110,7 +141,10 @@ class FilterResult:
 
 
 def check_rationale(rationale: str, answer: str, kind: str, num_choices: int, settings: FilterSettings) -> FilterResult:
-    """Apply the refusal, length and answer-consistency filters, in that order; the first failure names the reason."""
+    """Apply the refusal, length, repetition, arithmetic and consistency filters in that order.
+
+    The first failure names the reason, so the card's counts add up to the rows dropped.
+    """
     predicted = extract_answer(rationale, kind, num_choices or 5)
     consistent = answers_match(predicted, answer, kind)
     if _REFUSAL_RE.search(rationale):
@@ -119,6 +153,10 @@ def check_rationale(rationale: str, answer: str, kind: str, num_choices: int, se
         return FilterResult(consistent, predicted, "too_short")
     if len(rationale) > settings.max_chars:
         return FilterResult(consistent, predicted, "too_long")
+    if repetition_ratio(rationale) > settings.max_repetition:
+        return FilterResult(consistent, predicted, "repetitive")
+    if kind == "numeric" and settings.check_arithmetic and wrong_equations(rationale):
+        return FilterResult(consistent, predicted, "bad_arithmetic")
     if not consistent and settings.consistency == "drop":
         return FilterResult(consistent, predicted, "inconsistent")
     return FilterResult(consistent, predicted, None)
@@ -130,4 +168,6 @@ def finish_rationale(rationale: str, answer: str) -> str:
     final = format_final_answer(answer)
     # Drop any trailing restatements so the answer appears once, at the end, in the one format eval parses.
     text = re.sub(r"(?:\s*(?:the )?(?:final )?answer is[^.\n]*\.?)+\s*$", "", text, flags=re.IGNORECASE).strip()
+    # Small teachers often open with the answer they were shown; the student should reason first.
+    text = re.sub(r"^\s*(?:the )?(?:final |correct )?answer is[^.\n]*\.\s*", "", text, flags=re.IGNORECASE).strip()
     return f"{text} {final}".strip() if text else final

@@ -128,3 +128,26 @@ def test_real_smollm2_teacher_writes_consistent_rationales(tmp_path, hub_dir, sm
         assert row["rationale"].endswith(f"The answer is {row['answer']}.")
     card = (Path(location) / "README.md").read_text()
     assert "HuggingFaceTB/SmolLM2-135M-Instruct" in card
+
+
+@pytest.mark.teacher
+def test_real_gemma3_base_teacher_answers_the_one_shot_plain_prompt():
+    """Gemma-3-270M is a base model: it gets the plain-text one-shot prompt and stops before a new question."""
+    from datasets_builders.rationales import build_prompt
+    from datasets_builders.teacher_base import GenerationSettings
+    from datasets_builders.teachers import load_teacher
+
+    teacher = load_teacher("gemma3-270m")
+    assert teacher.uses_chat is False
+    assert teacher.describe()["source"].startswith("google/gemma-3-270m")
+    prompts = [
+        build_prompt(
+            "Ann has 3 boxes of 4 pens. How many pens does she have?", None, "12", "numeric", "teacher_forced"
+        ),
+        build_prompt("Which is a planet?", ["the Moon", "Mars", "the Sun"], "B", "letter", "teacher_forced"),
+    ]
+    out = teacher.generate(prompts, GenerationSettings(max_new_tokens=40, batch_size=2))
+    assert len(out) == 2
+    for generation in out:
+        assert generation.text and "Question:" not in generation.text
+        assert 0 < generation.num_tokens <= 40

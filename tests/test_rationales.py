@@ -29,7 +29,7 @@ def test_multiple_choice_prompt_lists_choices_with_letters():
     ("text", "reason", "consistent"),
     [
         ("She has 3 + 4 = 7 apples. The answer is 7.", None, True),
-        ("She has 3 + 4 = 8 apples. The answer is 8.", "inconsistent", False),
+        ("She has 3 + 5 = 8 apples. The answer is 8.", "inconsistent", False),
         ("I'm sorry, but I cannot help with that request. The answer is 7.", "refusal", True),
         ("As stated, the given answer is 7, so the answer is 7.", "refusal", True),
         ("7.", "too_short", True),
@@ -43,7 +43,7 @@ def test_filters_name_the_first_failing_reason(text, reason, consistent):
 
 
 def test_flag_mode_keeps_inconsistent_rationales_but_marks_them():
-    result = check_rationale("It is 3 + 4 = 8. The answer is 8.", "7", "numeric", 0, FilterSettings(consistency="flag"))
+    result = check_rationale("It is 3 + 5 = 8. The answer is 8.", "7", "numeric", 0, FilterSettings(consistency="flag"))
     assert result.reason is None and result.consistent is False and result.predicted == "8"
 
 
@@ -80,3 +80,30 @@ def test_unknown_teacher_spec_lists_the_options(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(TeacherError, match="config.json"):
         resolve_model_source(str(tmp_path / "empty"))
+
+
+def test_repetition_and_arithmetic_filters_catch_what_tiny_teachers_do():
+    loop = "The answer is 10.\n\nStep 1: The answer is 10.\n\nStep 2: The answer is 10.\n\nStep 3: The answer is 10."
+    assert check_rationale(loop, "10", "numeric", 0, FilterSettings()).reason == "repetitive"
+    wrong = "She buys 4 * 12 = 46 muffins, sells 28, so 46 - 28 = 18 are left. The answer is 18."
+    assert check_rationale(wrong, "18", "numeric", 0, FilterSettings()).reason == "bad_arithmetic"
+    assert check_rationale(wrong, "18", "numeric", 0, FilterSettings(check_arithmetic=False)).reason is None
+    right = "She buys 4 * 12 = 48 muffins and 1,000 + 5 = 1,005 cents, then 7 / 2 = 3.5. The answer is 18."
+    assert check_rationale(right, "18", "numeric", 0, FilterSettings()).reason is None
+
+
+def test_finish_rationale_drops_a_leading_answer_so_reasoning_comes_first():
+    assert (
+        finish_rationale("The answer is 6.\n\n11 - 9 = 2 and 2 + 4 = 6.", "6")
+        == "11 - 9 = 2 and 2 + 4 = 6. The answer is 6."
+    )
+
+
+def test_decontamination_counts_ngram_overlap_and_exact_duplicates():
+    from datasets_builders.decontamination import find_overlap
+
+    train = [("t1", "How many apples does Tom have now?"), ("t2", "A completely different question about trains")]
+    test = [("e1", "how many apples does  Tom have now"), ("e2", "What colour is the sky on a clear day?")]
+    report = find_overlap(train, test, n=5)
+    assert (report.train_rows_overlapping, report.eval_rows_overlapping, report.exact_duplicates) == (1, 1, 1)
+    assert report.examples == [("t1", "e1")]
