@@ -151,3 +151,14 @@ def test_real_gemma3_base_teacher_answers_the_one_shot_plain_prompt():
     for generation in out:
         assert generation.text and "Question:" not in generation.text
         assert 0 < generation.num_tokens <= 40
+
+
+def test_every_task_has_a_recipe_that_parses():
+    from trl import TrlParser
+
+    from datasets_builders.tasks import TASKS
+
+    for task in TASKS:
+        recipe = REPO / "recipes" / "push_data" / f"{task}.yaml"
+        (args,) = TrlParser((PushDataArguments,)).parse_args_and_config(["--config", str(recipe)])
+        assert args.task == task and args.mode == "teacher_forced"
