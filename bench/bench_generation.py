@@ -17,8 +17,8 @@ import torch
 
 from datasets_builders.rationales import build_prompt
 from datasets_builders.tasks import load_examples
-from datasets_builders.teacher_base import GenerationSettings
-from datasets_builders.teachers import cut_at_stop, load_teacher
+from datasets_builders.teacher_base import GenerationSettings, cut_at_stop
+from datasets_builders.teachers import load_teacher
 
 
 def naive_loop(teacher, prompts, settings: GenerationSettings) -> tuple[list[str], int, float]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import openai
 
-from datasets_builders.teacher_base import Generation, GenerationSettings, Teacher, TeacherPrompt
+from datasets_builders.teacher_base import Generation, GenerationSettings, Teacher, TeacherPrompt, cut_at_stop
 
 logger = logging.getLogger(__name__)
 
@@ -38,12 +38,6 @@ class TeacherUnreachableError(ConnectionError):
 def estimate_num_tokens(text: str) -> int:
     """A rough token count for servers that report no usage: whitespace words, or characters/4 if more."""
     return max(len(text.split()), math.ceil(len(text) / 4))
-
-
-def truncate_at_stop(text: str, stop: list[str]) -> str:
-    """Cut ``text`` at the first stop string, as the OpenAI API does (``transformers serve`` keeps it)."""
-    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=len(text))
-    return text[:cut]
 
 
 class OpenAITeacher(Teacher):
@@ -157,7 +151,7 @@ class OpenAITeacher(Teacher):
         except openai.APIError as error:
             raise TeacherRequestError(f"{self.name}: request for prompt {index} failed: {error}") from error
 
-        text = truncate_at_stop(text or "", settings.stop)
+        text = cut_at_stop(text or "", settings.stop)
         usage = getattr(response, "usage", None)
         if usage is not None and usage.completion_tokens is not None:
             return Generation(text=text, num_tokens=usage.completion_tokens)

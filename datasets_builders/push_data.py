@@ -41,18 +41,14 @@ from datasets_builders.teachers import DEFAULT_TEACHERS, load_teacher, teacher_n
 from model_cards import template_path
 from scalingdown.hub import HubTarget, dataset_repo_name
 from scalingdown.prompts import student_messages
+from scalingdown.schema import EXAMPLE_FEATURES
 
 logger = logging.getLogger("push_data")
 
 MESSAGES = List({"role": Value("string"), "content": Value("string")})
 RATIONALE_FEATURES = Features(
     {
-        "id": Value("string"),
-        "task": Value("string"),
-        "question": Value("string"),
-        "choices": List(Value("string")),
-        "answer": Value("string"),
-        "gold_rationale": Value("string"),
+        **EXAMPLE_FEATURES,
         "teacher": Value("string"),
         "mode": Value("string"),
         "rationale": Value("string"),

@@ -52,3 +52,9 @@ class Teacher(ABC):
     def close(self) -> None:
         """Release memory or connections."""
         return None
+
+
+def cut_at_stop(text: str, stop: list[str]) -> str:
+    """Text up to the first stop string. Servers and ``generate()`` differ on whether they keep it; we never do."""
+    cut = min((text.find(s) for s in stop if s and s in text), default=len(text))
+    return text[:cut].strip()

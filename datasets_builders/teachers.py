@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from datasets_builders.teacher_base import Generation, GenerationSettings, Teacher, TeacherPrompt
+from datasets_builders.teacher_base import Generation, GenerationSettings, Teacher, TeacherPrompt, cut_at_stop
 from scalingdown.cache import cache_dir
 
 logger = logging.getLogger(__name__)
@@ -216,12 +216,6 @@ class TransformersTeacher(Teacher):
 
     def close(self) -> None:
         del self.model
-
-
-def cut_at_stop(text: str, stop: list[str]) -> str:
-    """Text up to the first stop string (generate() stops on them but keeps them in the output)."""
-    cut = min((text.find(s) for s in stop if s in text), default=len(text))
-    return text[:cut].strip()
 
 
 def _pick_dtype(dtype: str, device: str) -> torch.dtype:

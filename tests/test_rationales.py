@@ -6,7 +6,8 @@ import pytest
 
 from datasets_builders.rationales import FilterSettings, build_prompt, check_rationale, finish_rationale
 from datasets_builders.shards import ShardStore
-from datasets_builders.teachers import TeacherError, cut_at_stop, resolve_model_source
+from datasets_builders.teacher_base import cut_at_stop
+from datasets_builders.teachers import TeacherError, resolve_model_source
 
 
 def test_teacher_forced_prompt_shows_the_gold_answer_and_cot_does_not():
