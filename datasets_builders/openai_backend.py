@@ -86,9 +86,12 @@ class OpenAITeacher(Teacher):
         """Name, backend, endpoint, served model and where token counts come from; never the API key."""
         return {
             "name": self.name,
-            "backend": type(self).__name__,
+            "backend": "openai-compatible endpoint",
+            "source": f"{self.model} at {self.base_url}",
             "base_url": self.base_url,
             "model": self.model,
+            "parameters": "unknown (served)",
+            "prompt_format": "chat completions" if self.uses_chat else "completions, few-shot",
             "api": "chat.completions" if self.uses_chat else "completions",
             "num_tokens": self.num_tokens_source,
         }

@@ -151,9 +151,12 @@ def test_describe_and_repr_never_show_the_api_key(monkeypatch: pytest.MonkeyPatc
     for teacher in (given, from_env):
         assert teacher.describe() == {
             "name": "t",
-            "backend": "OpenAITeacher",
+            "backend": "openai-compatible endpoint",
+            "source": "m at http://127.0.0.1:9/v1",
             "base_url": "http://127.0.0.1:9/v1",
             "model": "m",
+            "parameters": "unknown (served)",
+            "prompt_format": "chat completions",
             "api": "chat.completions",
             "num_tokens": "usage.completion_tokens reported by the server",
         }
@@ -169,3 +172,20 @@ def test_token_estimate_and_stop_truncation_for_servers_that_differ():
     assert estimate_num_tokens("x" * 40) == 10
     assert cut_at_stop("5 because 2+3=5.\nQuestion: next", ["\nQuestion:", "<|im_end|>"]) == "5 because 2+3=5."
     assert cut_at_stop("no stop here", ["\nQuestion:"]) == "no stop here"
+
+
+def test_push_data_with_an_endpoint_teacher(served_model: ServedModel, hub_dir: Path, tmp_path: Path):
+    """`--teachers openai:<model>@<base_url>` builds a dataset repo through the server, like a vLLM teacher."""
+    from datasets import load_dataset
+
+    from datasets_builders.push_data import PushDataArguments, main
+
+    spec = f"openai:{served_model.model}@{served_model.base_url}"
+    args = PushDataArguments(
+        teachers=spec, limit=3, test_limit=2, max_new_tokens=8, consistency="flag", min_chars=0,
+        work_dir=str(tmp_path / "work"),
+    )  # fmt: skip
+    train = load_dataset(main(args), split="train")
+    assert len(train) == 3 and set(train["teacher"]) == {Path(served_model.model).name}
+    card = (hub_dir / "datasets" / "testorg" / "synthetic_gsm-rationales" / "README.md").read_text()
+    assert served_model.base_url in card and "OpenAITeacher" not in card
