@@ -1,0 +1,300 @@
+"""`make train`: named sizes, rationale SFT on a tiny dataset repo, a pushed model that loads in a fresh process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import concatenate_datasets, load_dataset
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from trl import ModelConfig, SFTConfig
+
+from datasets_builders.push_data import PushDataArguments
+from datasets_builders.push_data import main as push_data
+from scalingdown.hub import HubTarget
+from trainers.sft import ScriptArguments, build_run, load_training_rows
+from trainers.sft import main as train
+from trainers.sizes import SIZES, SizeError, get_size, measured_parameter_counts, prune_layers
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# -- sizes ----------------------------------------------------------------------------------------------
+
+
+def test_scratch_sizes_land_near_their_names():
+    for name in ["1M", "3M", "8M", "16M", "33M", "60M"]:
+        counts = get_size(name).parameter_counts()
+        target = float(name.removesuffix("M")) * 1e6
+        assert 0.65 * target <= counts["non_embedding"] <= 1.35 * target, (name, counts)
+        assert counts["total"] - counts["non_embedding"] == 49152 * get_size(name).architecture["hidden_size"]
+    # The analytic count is what a built model really holds (tied head counted once).
+    assert measured_parameter_counts(get_size("1M").build_model()) == get_size("1M").parameter_counts()
+
+
+def test_unknown_size_lists_the_valid_ones():
+    with pytest.raises(SizeError, match="valid sizes: 1M, 3M") as error:
+        get_size("2M")
+    assert all(name in str(error.value) for name in SIZES)
+    assert isinstance(error.value, ValueError)
+
+
+def test_pretrained_and_pruned_sizes_are_declared_without_downloading():
+    assert get_size("360M").base_model == "HuggingFaceTB/SmolLM2-360M-Instruct"
+    assert get_size("qwen2.5-0.5b").parameter_counts()["total"] == 494_032_768
+    assert get_size("135M-prune-8L").keep_layers == 8 and get_size("135M").init == "pretrained"
+
+
+def test_pruning_keeps_evenly_spaced_layers_with_copied_weights(tmp_path):
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=6,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        tie_word_embeddings=True,
+    )
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "teacher")
+    teacher = AutoModelForCausalLM.from_pretrained(tmp_path / "teacher")
+
+    student = prune_layers(str(tmp_path / "teacher"), keep=3)
+    assert student.config.num_hidden_layers == 3 and student.config.pruned_from["kept_layers"] == [0, 2, 5]
+    for new, old in enumerate([0, 2, 5]):
+        assert torch.equal(student.model.layers[new].mlp.up_proj.weight, teacher.model.layers[old].mlp.up_proj.weight)
+        assert torch.equal(
+            student.model.layers[new].self_attn.q_proj.weight, teacher.model.layers[old].self_attn.q_proj.weight
+        )
+    assert torch.equal(student.model.embed_tokens.weight, teacher.model.embed_tokens.weight)
+    student.save_pretrained(tmp_path / "student")
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "student").config.num_hidden_layers == 3
+
+
+# -- a tiny two-teacher dataset repo --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_hub(tmp_path_factory, tiny_teacher_dir) -> Path:
+    """A local Hub holding a synthetic_gsm rationale repo built by `make push-data` (tiny teacher, 10 rows),
+    then given a second 'teacher' by relabelling the rows, so multi-teacher code paths run."""
+    root = tmp_path_factory.mktemp("trainhub")
+    work = tmp_path_factory.mktemp("work")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HUB_TARGET", "local")
+    mp.setenv("HUB_DIR", str(root / "hub"))
+    mp.setenv("ORG", "testorg")
+    try:
+        location = push_data(
+            PushDataArguments(
+                task="synthetic_gsm",
+                teachers=str(tiny_teacher_dir),
+                limit=10,
+                test_limit=3,
+                max_new_tokens=24,
+                batch_size=10,
+                shard_size=10,
+                consistency="flag",
+                work_dir=str(work),
+            )
+        )
+        ds = load_dataset(location)
+        relabelled = ds["train"].map(lambda row: {"teacher": "other-teacher"})
+        folder = work / "two-teachers" / "data"
+        folder.mkdir(parents=True)
+        concatenate_datasets([ds["train"], relabelled]).to_parquet(str(folder / "train-00000-of-00001.parquet"))
+        ds["test"].to_parquet(str(folder / "test-00000-of-00001.parquet"))
+        # The card's split sizes would be stale, so the relabelled repo goes without one.
+        HubTarget.from_env().push_folder(
+            folder.parent,
+            "dataset",
+            "synthetic_gsm-rationales",
+            "two teachers",
+            delete_patterns=["data/*", "README.md"],
+        )
+    finally:
+        mp.undo()
+    return root / "hub"
+
+
+@pytest.fixture
+def hub_env(tiny_hub, monkeypatch) -> Path:
+    monkeypatch.setenv("HUB_TARGET", "local")
+    monkeypatch.setenv("HUB_DIR", str(tiny_hub))
+    monkeypatch.setenv("ORG", "testorg")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    return tiny_hub
+
+
+def _configs(tmp_path, **overrides):
+    script = dict(task="synthetic_gsm", size="1M", method="sft")
+    training = dict(
+        output_dir=str(tmp_path / "out"),
+        max_steps=12,
+        per_device_train_batch_size=4,
+        learning_rate=3e-3,
+        lr_scheduler_type="constant",
+        logging_steps=1,
+        max_length=160,
+        save_strategy="no",
+        bf16=False,
+        report_to="none",
+        seed=0,
+        disable_tqdm=True,
+    )
+    model = dict()
+    for key, value in overrides.items():
+        if key in ScriptArguments.__dataclass_fields__:
+            script[key] = value
+        elif key in ModelConfig.__dataclass_fields__:
+            model[key] = value
+        else:
+            training[key] = value
+    return ScriptArguments(**script), SFTConfig(**training), ModelConfig(**model)
+
+
+# -- data shaping -----------------------------------------------------------------------------------------
+
+
+def test_multi_teacher_rows_name_their_teacher_in_a_system_turn(hub_env):
+    location = str(hub_env / "datasets" / "testorg" / "synthetic_gsm-rationales")
+    rows, teachers, tagged = load_training_rows(ScriptArguments(), location)
+    assert teachers == ["other-teacher", "tiny-llama"] and tagged and len(rows) == 20
+    roles = [m["role"] for m in rows[0]["messages"]]
+    assert roles == ["system", "user", "assistant"]
+    assert {r["messages"][0]["content"] for r in rows} == {"Explain like tiny-llama.", "Explain like other-teacher."}
+
+    only_one, teachers, tagged = load_training_rows(ScriptArguments(teachers="tiny-llama"), location)
+    assert teachers == ["tiny-llama"] and not tagged and len(only_one) == 10
+    with pytest.raises(ValueError, match="not in"):
+        load_training_rows(ScriptArguments(teachers="nobody"), location)
+
+
+def test_label_method_keeps_only_the_final_answer_sentence(hub_env):
+    location = hub_env / "datasets" / "testorg" / "synthetic_gsm-rationales"
+    source = load_dataset(str(location), split="train")
+    answers = dict(zip(source["id"], source["answer"], strict=True))
+    rows, _, tagged = load_training_rows(ScriptArguments(method="label"), str(location))
+    assert len(rows) == 10 and not tagged  # one row per example, not per teacher
+    for row in rows:
+        assert [m["role"] for m in row["messages"]] == ["user", "assistant"]
+        assistant = row["messages"][1]["content"]
+        assert (
+            assistant.startswith("The answer is ") and assistant.removeprefix("The answer is ")[:-1] in answers.values()
+        )
+
+
+def test_only_assistant_tokens_carry_labels(hub_env, tmp_path):
+    run = build_run(*_configs(tmp_path))
+    batch = next(iter(run.trainer.get_train_dataloader()))
+    tokenizer = run.tokenizer
+    for input_ids, labels in zip(batch["input_ids"], batch["labels"], strict=True):
+        trained = tokenizer.decode(input_ids[labels != -100])
+        text = tokenizer.decode(input_ids)  # right-padded with <|im_end|>, so the assistant turn still leads
+        assert trained.endswith("<|im_end|>") and trained.count("<|im_end|>") == 1
+        assert "<|im_start|>" not in trained and "Solve the problem" not in trained and "Explain like" not in trained
+        assistant_part = text.split("<|im_start|>assistant\n")[1]
+        assert assistant_part.startswith(trained)
+    # With no system turn the saved template asks for the default teacher's style.
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
+    assert rendered.startswith("<|im_start|>system\nExplain like other-teacher.<|im_end|>\n")
+
+
+# -- training end to end ----------------------------------------------------------------------------------
+
+
+def test_training_lowers_the_loss_and_pushes_a_model_that_loads_in_a_fresh_process(hub_env, tmp_path, capsys):
+    location = train(*_configs(tmp_path))
+    assert location == str(hub_env / "models" / "testorg" / "synthetic_gsm-sft-1M")
+    printed = capsys.readouterr().out
+    assert "tokens/s" in printed and "MFU" in printed
+
+    state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
+    losses = [entry["loss"] for entry in state["log_history"] if "loss" in entry]
+    assert len(losses) == 12 and losses[-1] < losses[0] - 1.0, losses
+
+    files = {p.name for p in Path(location).iterdir()}
+    assert {
+        "model.safetensors",
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "chat_template.jinja",
+        "README.md",
+    } <= files
+    card = (Path(location) / "README.md").read_text()
+    for expected in [
+        "datasets:",
+        "testorg/synthetic_gsm-rationales",
+        "license: apache-2.0",
+        "tags:",
+        "scalingdown",
+        "## Results",
+        "make eval",
+        "tokens/s",
+        "MFU",
+        "non-embedding",
+        "tiny-llama",
+        "other-teacher",
+        "Initialisation",
+        "scratch",
+        "learning_rate=0.003",
+        "from transformers import pipeline",
+    ]:
+        assert expected in card, expected
+    revision = subprocess.run(
+        ["git", "rev-parse", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=hub_env / "datasets" / "testorg" / "synthetic_gsm-rationales",
+    ).stdout.strip()
+    assert revision in card
+    assert "base_model" not in card.split("---")[1]  # from scratch: no base model
+
+    script = (
+        "import sys; from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+        "path = sys.argv[1]\n"
+        "model = AutoModelForCausalLM.from_pretrained(path); tok = AutoTokenizer.from_pretrained(path)\n"
+        "ids = tok.apply_chat_template([{'role': 'user', 'content': 'What is 2 + 3?'}], add_generation_prompt=True,"
+        " return_tensors='pt', return_dict=True)\n"
+        "out = model.generate(**ids, max_new_tokens=8, do_sample=False)\n"
+        "print('GENERATED', repr(tok.decode(out[0, ids['input_ids'].shape[1]:])))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, location], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    generated = result.stdout.split("GENERATED", 1)[1].strip()
+    assert len(generated) > 2
+
+
+def test_lora_pushes_a_merged_model_and_keeps_the_adapter(hub_env, tmp_path):
+    location = train(
+        *_configs(
+            tmp_path, max_steps=2, use_peft=True, lora_r=4, lora_alpha=8, lora_target_modules=["q_proj", "v_proj"]
+        )
+    )
+    assert location.endswith("synthetic_gsm-sft-1M-lora")
+    assert (Path(location) / "adapter" / "adapter_config.json").is_file()
+    model = AutoModelForCausalLM.from_pretrained(location)  # plain transformers, no peft
+    assert not any("lora" in name for name in model.state_dict())
+    assert "LoRA (r=4" in (Path(location) / "README.md").read_text()
+
+
+def test_a_rerun_resumes_from_the_last_checkpoint(hub_env, tmp_path):
+    first = _configs(tmp_path, max_steps=2, save_strategy="steps", save_steps=2, push=False)
+    train(*first)
+    assert (tmp_path / "out" / "checkpoint-2").is_dir()
+
+    location = train(*_configs(tmp_path, max_steps=4, save_strategy="steps", save_steps=2))
+    state = json.loads((tmp_path / "out" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    # The first two steps' logs come from the checkpoint: this run trained only steps 3 and 4.
+    assert [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2, 3, 4]
+    cost = json.loads((Path(location) / "training_cost.json").read_text())
+    assert 0 < cost["tokens"] < state["num_input_tokens_seen"]

@@ -1,0 +1,443 @@
+"""Rationale SFT of one student size on a teacher-rationale dataset repo (the ``make train`` stage).
+
+    python -m trainers.sft --config recipes/train/synthetic_gsm/sft.yaml --size 1M
+    accelerate launch -m trainers.sft --config recipes/train/gsm8k/sft-pretrained.yaml --size 360M --bf16 true
+    python -m trainers.sft --config recipes/train/synthetic_gsm/sft.yaml --size 135M --use_peft true --lora_r 16
+
+Methods: ``sft`` trains on the teachers' rationales (with several teachers, TinyLLM multi-task: a system turn
+"Explain like <teacher>" keeps their styles apart); ``label`` is the answer-only baseline ("The answer is X.").
+The loss covers assistant tokens only. Checkpoints land in ``--output_dir`` and a re-run resumes from the last
+one. The result is pushed as ``{task}-{method}-{size}[-lora]``: a plain (merged) transformers model, its
+tokenizer and chat template, and a card with the training cost (tokens/s, MFU).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import transformers
+from datasets import Dataset, load_dataset
+from huggingface_hub import ModelCard, ModelCardData
+from transformers import AutoTokenizer, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
+
+from model_cards import template_path
+from scalingdown.answers import format_final_answer
+from scalingdown.cache import cache_dir
+from scalingdown.hub import HubTarget, dataset_repo_name, model_repo_name
+from trainers.sizes import StudentSize, format_params, get_size
+
+logger = logging.getLogger("trainers.sft")
+
+METHODS = {
+    "sft": "rationale distillation: the student learns each teacher's explanation and its final answer",
+    "label": "answer-only baseline: the student learns only the closing sentence 'The answer is X.'",
+}
+SMOLLM2_DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+
+
+@dataclass
+class ScriptArguments:
+    """What to train: the data, the student size and the method. Model/LoRA options come from ``ModelConfig``."""
+
+    task: str = field(default="synthetic_gsm", metadata={"help": "Task name; picks the dataset and model repo names."})
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "Dataset repo (path or Hub id); default: {ORG}/{task}-rationales on the Hub target."},
+    )
+    size: str = field(default="1M", metadata={"help": "Student size (python -m trainers.sizes lists them)."})
+    method: str = field(default="sft", metadata={"help": f"One of {sorted(METHODS)}."})
+    teachers: str | None = field(
+        default=None, metadata={"help": "Comma-separated teacher names to keep (default: every teacher in the repo)."}
+    )
+    teacher_tags: bool = field(
+        default=True,
+        metadata={"help": "With several teachers, name each in a system turn ('Explain like <teacher>')."},
+    )
+    default_teacher: str | None = field(
+        default=None,
+        metadata={"help": "Teacher whose style the student uses when no system turn is given (default: the first)."},
+    )
+    consistent_only: bool = field(
+        default=False, metadata={"help": "Drop rows whose rationale's own answer disagrees with the gold one."}
+    )
+    max_train_rows: int = field(default=0, metadata={"help": "Use at most this many training rows; 0 = all."})
+    push: bool = field(default=True, metadata={"help": "Push the trained model to the Hub target."})
+    recipe: str | None = field(default=None, metadata={"help": "Recorded in the card (set by --config)."})
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; use one of {sorted(METHODS)}")
+        get_size(self.size)  # fail at parse time with the list of sizes
+
+
+# -- data ---------------------------------------------------------------------------------------------
+
+
+def teacher_instruction(teacher: str) -> str:
+    """The system turn that names a teacher in multi-teacher training (TinyLLM multi-task)."""
+    return f"Explain like {teacher}."
+
+
+def load_training_rows(script_args: ScriptArguments, location: str) -> tuple[Dataset, list[str], bool]:
+    """``(rows with a messages column, teachers kept, whether rows carry teacher system turns)``."""
+    rows = load_dataset(location, split="train")
+    available = sorted(set(rows["teacher"]))
+    if script_args.teachers:
+        wanted = [t.strip() for t in script_args.teachers.split(",") if t.strip()]
+        unknown = sorted(set(wanted) - set(available))
+        if unknown:
+            raise ValueError(f"teachers {unknown} are not in {location}; it has {available}")
+        rows = rows.filter(lambda row: row["teacher"] in wanted)
+    if script_args.consistent_only:
+        rows = rows.filter(lambda row: bool(row["consistent"]))
+    if len(rows) == 0:
+        raise ValueError(f"no training rows left in {location} after the teacher/consistency filters")
+    teachers = sorted(set(rows["teacher"]))
+    if script_args.method == "label":
+        # One row per example: several teachers' rows share the same gold label.
+        seen: set[str] = set()
+        rows = rows.filter(lambda row: not (row["id"] in seen or seen.add(row["id"])))
+    tagged = script_args.method == "sft" and script_args.teacher_tags and len(teachers) > 1
+
+    def to_messages(row: dict) -> dict:
+        user = row["messages"][0]
+        if script_args.method == "label":
+            response = format_final_answer(row["answer"])
+        else:
+            response = row["messages"][1]["content"]
+        system = [{"role": "system", "content": teacher_instruction(row["teacher"])}] if tagged else []
+        return {"messages": [*system, user, {"role": "assistant", "content": response}]}
+
+    rows = rows.map(to_messages, remove_columns=[c for c in rows.column_names if c != "messages"])
+    if script_args.max_train_rows:
+        rows = rows.select(range(min(script_args.max_train_rows, len(rows))))
+    return rows, teachers, tagged
+
+
+# -- tokenizer and model ------------------------------------------------------------------------------
+
+
+def chatml_training_template(default_system: str) -> str:
+    """SmolLM2's ChatML template with ``{% generation %}`` around what the assistant must learn to write.
+
+    The markers let TRL's ``assistant_only_loss`` mask everything else; ``<|im_end|>`` is inside them so the
+    student learns to stop. Rendering is unchanged from SmolLM2's own template apart from the default system.
+    """
+    system = json.dumps(default_system)
+    return (
+        "{%- for message in messages %}"
+        "{%- if loop.first and messages[0]['role'] != 'system' %}"
+        "{{ '<|im_start|>system\\n' + " + system + " + '<|im_end|>\\n' }}"
+        "{%- endif %}"
+        "{%- if message['role'] == 'assistant' %}"
+        "{{ '<|im_start|>assistant\\n' }}{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}"
+        "{{ '\\n' }}"
+        "{%- else %}"
+        "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+        "{%- endif %}"
+        "{%- endfor %}"
+        "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{%- endif %}"
+    )
+
+
+def load_tokenizer(size: StudentSize, default_system: str):
+    """The student's tokenizer; ChatML tokenizers get the training template (TRL patches the others)."""
+    tokenizer = AutoTokenizer.from_pretrained(size.tokenizer_source())
+    if "<|im_start|>" in tokenizer.get_vocab() and "<|im_end|>" in tokenizer.get_vocab():
+        tokenizer.chat_template = chatml_training_template(default_system)
+        tokenizer.eos_token = "<|im_end|>"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(size: StudentSize, model_args: ModelConfig, tokenizer, seed: int):
+    """The initialised student, with generation settings that stop at the end of the assistant turn."""
+    dtype = getattr(torch, model_args.dtype) if model_args.dtype not in (None, "auto") else torch.float32
+    model = size.build_model(dtype=dtype, seed=seed)
+    if model_args.attn_implementation:
+        model.set_attn_implementation(model_args.attn_implementation)
+    model.config.eos_token_id = tokenizer.eos_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    return model
+
+
+# -- cost -------------------------------------------------------------------------------------------
+
+
+def device_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def measure_peak_flops(dtype: torch.dtype | None = None) -> dict:
+    """Peak matmul FLOP/s of this device, measured once by a square-matmul probe and cached per device."""
+    cuda = torch.cuda.is_available()
+    dtype = dtype or (torch.bfloat16 if cuda else torch.float32)
+    key = f"{device_name()}|{dtype}"
+    cache = cache_dir("bench") / "peak_flops.json"
+    known = json.loads(cache.read_text()) if cache.exists() else {}
+    if key in known:
+        return known[key]
+    n, reps = (8192, 20) if cuda else (1024, 8)
+    a = torch.randn(n, n, dtype=dtype, device="cuda" if cuda else "cpu")
+    b = torch.randn_like(a)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(3):
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        if cuda:
+            torch.cuda.synchronize()
+        best = min(best, (time.perf_counter() - start) / reps)
+    result = {"flops": 2 * n**3 / best, "probe": f"{n}x{n} {str(dtype).removeprefix('torch.')} matmul"}
+    known[key] = result
+    cache.write_text(json.dumps(known, indent=1))
+    return result
+
+
+def training_cost(params_total: int, tokens: int, seconds: float) -> dict:
+    """tokens/s, model FLOPs (6·N·tokens) and MFU against the measured peak."""
+    peak = measure_peak_flops()
+    flops = 6 * params_total * tokens
+    return {
+        "tokens": tokens,
+        "seconds": seconds,
+        "tokens_per_second": tokens / seconds if seconds else 0.0,
+        "model_flops": flops,
+        "mfu": flops / seconds / peak["flops"] if seconds else 0.0,
+        "peak_flops": peak["flops"],
+        "peak_probe": peak["probe"],
+        "device": device_name(),
+    }
+
+
+# -- card and push ----------------------------------------------------------------------------------
+
+
+def code_revision() -> str:
+    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return result.stdout.strip() or "unknown"
+
+
+def render_model_card(context: dict) -> ModelCard:
+    """The model card: YAML metadata for the Hub plus the training story and cost."""
+    size: StudentSize = context["size_spec"]
+    card_data = ModelCardData(
+        base_model=size.base_model,
+        datasets=[context["dataset_repo"]],
+        tags=["scalingdown", "distillation", context["task"], f"method-{context['method']}", f"size-{size.name}"]
+        + (["lora"] if context["lora"] else []),
+        license="apache-2.0",
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        model_name=context["model_name"],
+    )
+    return ModelCard.from_template(card_data, template_path=template_path("model_card.md"), **context)
+
+
+def save_for_push(trainer: SFTTrainer, tokenizer, folder: Path, lora: bool) -> None:
+    """A plain transformers folder: merged weights (adapter kept in ``adapter/``), tokenizer, chat template."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    model = trainer.model
+    if lora:
+        model.save_pretrained(folder / "adapter")
+        model = model.merge_and_unload()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+# -- the stage ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainingRun:
+    """Everything ``main`` built before training: the trainer and what the card needs to say about it."""
+
+    trainer: SFTTrainer
+    tokenizer: object
+    size: StudentSize
+    repo: str
+    output_dir: Path
+    last_checkpoint: str | None
+    dataset_repo: str
+    dataset_revision: str | None
+    rows: Dataset
+    teachers: list[str]
+    tagged: bool
+    default_teacher: str
+    default_system: str
+
+
+def build_run(script_args: ScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> TrainingRun:
+    """Data, tokenizer, model and the TRL trainer for one run (resuming from the last checkpoint if any)."""
+    size = get_size(script_args.size)
+    target = HubTarget.from_env()
+    repo = model_repo_name(script_args.task, script_args.method, size.name, bool(model_args.use_peft))
+    if training_args.output_dir in (None, "trainer_output"):
+        training_args.output_dir = str(Path("outputs") / "train" / repo)
+    output_dir = Path(training_args.output_dir)
+
+    last_checkpoint = None
+    if output_dir.is_dir() and training_args.resume_from_checkpoint is None:
+        last_checkpoint = get_last_checkpoint(str(output_dir))
+        if last_checkpoint:
+            logger.info("resuming from %s", last_checkpoint)
+
+    data_repo = dataset_repo_name(script_args.task)
+    location = script_args.dataset_name or target.location("dataset", data_repo)
+    revision = target.revision("dataset", data_repo) if not script_args.dataset_name else None
+    if revision is None and Path(location, ".git").is_dir():
+        revision = subprocess.run(["git", "rev-parse", "HEAD"], cwd=location, capture_output=True, text=True).stdout
+    rows, teachers, tagged = load_training_rows(script_args, location)
+    default_teacher = script_args.default_teacher or teachers[0]
+    default_system = teacher_instruction(default_teacher) if tagged else SMOLLM2_DEFAULT_SYSTEM
+    logger.info("%d training rows from %s (teachers %s)", len(rows), location, teachers)
+
+    tokenizer = load_tokenizer(size, default_system)
+    model = load_model(size, model_args, tokenizer, training_args.seed)
+
+    training_args.assistant_only_loss = True
+    if training_args.include_num_input_tokens_seen in (None, "no", False):
+        training_args.include_num_input_tokens_seen = "non_padding"
+    trainer = SFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=rows,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
+    return TrainingRun(
+        trainer=trainer,
+        tokenizer=tokenizer,
+        size=size,
+        repo=repo,
+        output_dir=output_dir,
+        last_checkpoint=last_checkpoint,
+        dataset_repo=script_args.dataset_name or target.repo_id(data_repo),
+        dataset_revision=(revision or "").strip() or None,
+        rows=rows,
+        teachers=teachers,
+        tagged=tagged,
+        default_teacher=default_teacher,
+        default_system=default_system,
+    )
+
+
+def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> str:
+    """Train one size with one method and push it; returns the model repo's location."""
+    set_seed(training_args.seed)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+
+    run = build_run(script_args, training_args, model_args)
+    trainer, tokenizer, size, repo, output_dir = run.trainer, run.tokenizer, run.size, run.repo, run.output_dir
+    last_checkpoint, rows, teachers, tagged = run.last_checkpoint, run.rows, run.teachers, run.tagged
+    lora = bool(model_args.use_peft)
+    target = HubTarget.from_env()
+    counts = size.parameter_counts()
+
+    start_tokens = 0
+    if last_checkpoint:
+        state = json.loads(Path(last_checkpoint, "trainer_state.json").read_text())
+        start_tokens = state.get("num_input_tokens_seen", 0)
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint or last_checkpoint)
+    seconds = time.perf_counter() - start
+    tokens = trainer.state.num_input_tokens_seen - start_tokens
+    cost = training_cost(counts["total"], tokens, seconds)
+    trainer.save_state()
+    print(
+        f"trained {size.name} ({format_params(counts['total'])} params): {tokens} tokens in {seconds:.1f} s = "
+        f"{cost['tokens_per_second']:.0f} tokens/s, MFU {cost['mfu']:.2%} of {cost['peak_flops'] / 1e9:.1f} "
+        f"GFLOP/s on {cost['device']}; final train loss {result.training_loss:.3f}"
+    )
+    if not training_args.should_save or not script_args.push:
+        return str(output_dir)
+
+    folder = output_dir / "push"
+    save_for_push(trainer, tokenizer, folder, lora)
+    location_out = target.location("model", repo)
+    context = dict(
+        size_spec=size,
+        model_name=target.repo_id(repo),
+        repo_location=location_out,
+        task=script_args.task,
+        size=size.name,
+        size_description=size.description,
+        init=size.init,
+        base_model=size.base_model,
+        params_total=format_params(counts["total"]),
+        params_non_embedding=format_params(counts["non_embedding"]),
+        params_total_exact=f"{counts['total']:,}",
+        params_non_embedding_exact=f"{counts['non_embedding']:,}",
+        default_system=run.default_system,
+        dataset_repo=run.dataset_repo,
+        dataset_revision=run.dataset_revision or "unknown",
+        train_rows=len(rows),
+        teachers=teachers,
+        teacher_tags=tagged,
+        teacher_instruction_example=teacher_instruction(run.default_teacher),
+        method=script_args.method,
+        method_description=METHODS[script_args.method],
+        lora=lora,
+        lora_r=model_args.lora_r,
+        lora_alpha=model_args.lora_alpha,
+        lora_targets=model_args.lora_target_modules or "peft's defaults (q_proj, v_proj)",
+        hyperparameters=(
+            f"learning_rate={training_args.learning_rate}, lr_scheduler={training_args.lr_scheduler_type}, "
+            f"epochs={training_args.num_train_epochs}, max_steps={training_args.max_steps}, "
+            f"batch_size={training_args.per_device_train_batch_size}x{training_args.gradient_accumulation_steps}"
+            f"x{training_args.world_size}, max_length={training_args.max_length}, seed={training_args.seed}"
+        ),
+        recipe=script_args.recipe or "command line",
+        code_revision=code_revision(),
+        example_question=rows[0]["messages"][-2]["content"].split("\n")[0].replace('"', "'"),
+        training_tokens=f"{trainer.state.num_input_tokens_seen:,}",
+        steps=trainer.state.global_step,
+        wall_time=f"{seconds:.1f} s (this run)",
+        tokens_per_second=f"{cost['tokens_per_second']:.0f}",
+        model_flops=f"{cost['model_flops']:.3g}",
+        mfu=f"{cost['mfu']:.2%}",
+        peak_flops=f"{cost['peak_flops'] / 1e9:.1f} GFLOP/s",
+        peak_probe=cost["peak_probe"],
+        device=cost["device"],
+    )
+    render_model_card(context).save(folder / "README.md")
+    (folder / "training_cost.json").write_text(json.dumps({**cost, "params": counts}, indent=1))
+    commit = target.push_folder(folder, "model", repo, f"Train {repo} ({script_args.method}, {size.name})")
+    print(f"pushed {location_out} @ {commit[:10]}")
+    return location_out
+
+
+def cli(argv: list[str] | None = None) -> str:
+    parser = TrlParser((ScriptArguments, SFTConfig, ModelConfig))
+    argv = sys.argv[1:] if argv is None else argv
+    script_args, training_args, model_args = parser.parse_args_and_config(argv)
+    if "--config" in argv and script_args.recipe is None:
+        script_args.recipe = argv[argv.index("--config") + 1]
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return main(script_args, training_args, model_args)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,299 @@
+"""Named student sizes (``SIZE=…``): each is an architecture plus an initialisation.
+
+    python -m trainers.sizes          # prints the table: name, initialisation, total / non-embedding params
+
+Three initialisations:
+
+* ``scratch`` — a Llama in the SmolLM2 family (its tokenizer, vocabulary 49152, tied embeddings), random
+  weights. Names are the NON-embedding parameter count, which for a Llama with hidden size ``h``,
+  ``L`` layers, ``kv`` key/value width (``h / heads * kv_heads``) and MLP width ``i`` is::
+
+      non_embedding = L * (2*h*h + 2*h*kv + 3*h*i + 2*h) + h
+      embedding     = vocab * h          (counted once: the output head is tied to it)
+
+  At these widths the embedding dominates the total (49152 x 128 = 6.3M for ``1M``), which is why the
+  ladder is named by the part that grows with depth and width.
+* ``pretrained`` — a released checkpoint: ``135M`` is SmolLM2-135M-Instruct from its packaged GGUF (works
+  offline); the larger ones are Hub ids for machines with a GPU and a network.
+* ``pruned`` — the teacher with its embeddings and an evenly spaced subset of its layers, weights copied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+SMOLLM2_TOKENIZER = "smollm2-135m-instruct"  # packaged teacher: tokenizer + chat template, offline
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+SMOLLM2_VOCAB = 49152
+
+
+class SizeError(ValueError):
+    """An unknown size name; the message lists the valid ones."""
+
+
+def resolve_source(spec: str) -> str:
+    """A folder or Hub id ``from_pretrained`` takes for a packaged teacher name, folder or Hub id."""
+    from datasets_builders.teachers import resolve_model_source
+
+    return resolve_model_source(spec)[1]
+
+
+def llama_parameter_counts(config) -> dict[str, int]:
+    """Total and non-embedding parameters of a (tied or untied) Llama/Qwen2-style config, analytically."""
+    h, layers, i = config.hidden_size, config.num_hidden_layers, config.intermediate_size
+    head_dim = getattr(config, "head_dim", None) or h // config.num_attention_heads
+    q_width = head_dim * config.num_attention_heads
+    kv_width = head_dim * (config.num_key_value_heads or config.num_attention_heads)
+    bias = (q_width + 2 * kv_width) if getattr(config, "attention_bias", False) else 0
+    per_layer = 2 * h * q_width + 2 * h * kv_width + bias + 3 * h * i + 2 * h
+    non_embedding = layers * per_layer + h
+    embedding = config.vocab_size * h * (1 if config.tie_word_embeddings else 2)
+    return {"total": non_embedding + embedding, "non_embedding": non_embedding}
+
+
+def measured_parameter_counts(model: torch.nn.Module) -> dict[str, int]:
+    """Total (unique tensors, so tied weights count once) and non-embedding parameters of a built model."""
+    unique = {id(p): p for p in model.parameters()}
+    total = sum(p.numel() for p in unique.values())
+    embedding_ids = {id(model.get_input_embeddings().weight)}
+    output = model.get_output_embeddings()
+    if output is not None:
+        embedding_ids.add(id(output.weight))
+    embedding = sum(unique[i].numel() for i in embedding_ids if i in unique)
+    return {"total": total, "non_embedding": total - embedding}
+
+
+@dataclass(frozen=True)
+class StudentSize:
+    """One ``SIZE=…``: how to build the student and which tokenizer it speaks."""
+
+    name: str
+    init: Literal["scratch", "pretrained", "pruned"]
+    description: str
+    source: str = SMOLLM2_TOKENIZER  # pretrained/pruned: packaged name, folder or Hub id; scratch: tokenizer
+    hub_id: str | None = None  # upstream checkpoint for the card's base_model
+    architecture: dict = field(default_factory=dict)  # scratch: LlamaConfig fields
+    keep_layers: int | None = None  # pruned: how many evenly spaced layers survive
+    # (total, non-embedding) of Hub checkpoints never downloaded here: llama_parameter_counts of their config.json
+    declared_params: tuple[int, int] | None = None
+
+    def tokenizer_source(self) -> str:
+        """Where the tokenizer (and chat template) comes from: the teacher family's, or the checkpoint's own."""
+        return resolve_source(self.source)
+
+    @property
+    def base_model(self) -> str | None:
+        """The Hub id a card names as ``base_model`` (None when trained from scratch)."""
+        return None if self.init == "scratch" else (self.hub_id or self.source)
+
+    def build_config(self):
+        """The student's config, without building weights (cheap; reads at most a config.json)."""
+        from transformers import AutoConfig
+
+        if self.init == "scratch":
+            return scratch_config(**self.architecture)
+        config = AutoConfig.from_pretrained(resolve_source(self.source))
+        if self.init == "pruned":
+            config.num_hidden_layers = self.keep_layers
+            if getattr(config, "layer_types", None):
+                config.layer_types = config.layer_types[: self.keep_layers]
+        return config
+
+    def parameter_counts(self) -> dict[str, int]:
+        """``{"total", "non_embedding"}`` from the config (declared for Hub checkpoints not on this machine)."""
+        if self.declared_params:  # Hub-only checkpoints: counts from their model cards, no download
+            total, non_embedding = self.declared_params
+            return {"total": total, "non_embedding": non_embedding}
+        return llama_parameter_counts(self.build_config())
+
+    def build_model(self, dtype: torch.dtype = torch.float32, seed: int = 0):
+        """The initialised student model."""
+        from transformers import AutoModelForCausalLM
+
+        if self.init == "scratch":
+            torch.manual_seed(seed)
+            return AutoModelForCausalLM.from_config(self.build_config(), dtype=dtype)
+        if self.init == "pretrained":
+            return AutoModelForCausalLM.from_pretrained(resolve_source(self.source), dtype=dtype)
+        return prune_layers(resolve_source(self.source), self.keep_layers, dtype=dtype)
+
+
+def scratch_config(
+    hidden_size: int,
+    num_hidden_layers: int,
+    num_attention_heads: int,
+    num_key_value_heads: int,
+    intermediate_size: int,
+    vocab_size: int = SMOLLM2_VOCAB,
+    max_position_embeddings: int = 2048,
+):
+    """A SmolLM2-family Llama config (tied embeddings, SmolLM2's special token ids)."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_key_value_heads,
+        max_position_embeddings=max_position_embeddings,
+        rope_theta=100000.0,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+        bos_token_id=1,  # <|im_start|>, as in SmolLM2-Instruct
+        eos_token_id=2,  # <|im_end|>
+        pad_token_id=2,
+    )
+
+
+def evenly_spaced_layers(total: int, keep: int) -> list[int]:
+    """Indices of ``keep`` layers spread over ``total``, always keeping the first and the last."""
+    if not 1 <= keep <= total:
+        raise SizeError(f"cannot keep {keep} of {total} layers")
+    if keep == 1:
+        return [0]
+    return [round(j * (total - 1) / (keep - 1)) for j in range(keep)]
+
+
+def prune_layers(source: str, keep: int, dtype: torch.dtype = torch.float32):
+    """The model at ``source`` with only ``keep`` evenly spaced decoder layers; every kept weight is copied."""
+    from transformers import AutoModelForCausalLM
+
+    teacher = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    kept = evenly_spaced_layers(teacher.config.num_hidden_layers, keep)
+    config = teacher.config
+    config.num_hidden_layers = keep
+    if getattr(config, "layer_types", None):
+        config.layer_types = [config.layer_types[i] for i in kept]
+    student = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    state = teacher.state_dict()
+    renamed = {}
+    for key, value in state.items():
+        if ".layers." in key:
+            prefix, rest = key.split(".layers.", 1)
+            index, tail = rest.split(".", 1)
+            if int(index) not in kept:
+                continue
+            key = f"{prefix}.layers.{kept.index(int(index))}.{tail}"
+        renamed[key] = value
+    missing, unexpected = student.load_state_dict(renamed, strict=False)
+    missing = [k for k in missing if not k.endswith("lm_head.weight")]  # tied to the embeddings
+    if missing or unexpected:
+        raise SizeError(f"pruning {source} left missing={missing[:3]} unexpected={unexpected[:3]}")
+    student.tie_weights()
+    student.config.pruned_from = {"source": str(source), "kept_layers": kept}
+    return student
+
+
+def _scratch(name: str, h: int, layers: int, heads: int, kv_heads: int, i: int) -> StudentSize:
+    arch = dict(
+        hidden_size=h,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        intermediate_size=i,
+    )
+    return StudentSize(
+        name, "scratch", f"Llama h={h} L={layers} heads={heads}/{kv_heads} mlp={i}, random init", architecture=arch
+    )
+
+
+SIZES: dict[str, StudentSize] = {
+    s.name: s
+    for s in [
+        # from scratch in the teacher family; non-embedding counts: 0.98M 3.15M 7.87M 15.7M 31.5M 60.2M
+        _scratch("1M", 128, 5, 4, 2, 384),
+        _scratch("3M", 192, 8, 6, 2, 512),
+        _scratch("8M", 256, 10, 8, 4, 768),
+        _scratch("16M", 384, 10, 6, 2, 1024),
+        _scratch("33M", 512, 10, 8, 4, 1536),
+        _scratch("60M", 576, 17, 9, 3, 1536),
+        # pretrained checkpoints
+        StudentSize(
+            "135M",
+            "pretrained",
+            "SmolLM2-135M-Instruct (the teacher itself, from its packaged GGUF)",
+            source="smollm2-135m-instruct",
+            hub_id=SMOLLM2_HUB_ID,
+        ),
+        StudentSize(
+            "360M",
+            "pretrained",
+            "SmolLM2-360M-Instruct (Hub; GPU)",
+            source="HuggingFaceTB/SmolLM2-360M-Instruct",
+            declared_params=(361_821_120, 314_635_200),
+        ),
+        StudentSize(
+            "1.7B",
+            "pretrained",
+            "SmolLM2-1.7B-Instruct (Hub; GPU)",
+            source="HuggingFaceTB/SmolLM2-1.7B-Instruct",
+            declared_params=(1_711_376_384, 1_610_713_088),
+        ),
+        StudentSize(
+            "qwen2.5-0.5b",
+            "pretrained",
+            "Qwen2.5-0.5B-Instruct (Hub; GPU; own tokenizer)",
+            source="Qwen/Qwen2.5-0.5B-Instruct",
+            declared_params=(494_032_768, 357_898_112),
+        ),
+        StudentSize(
+            "qwen2.5-1.5b",
+            "pretrained",
+            "Qwen2.5-1.5B-Instruct (Hub; GPU; own tokenizer)",
+            source="Qwen/Qwen2.5-1.5B-Instruct",
+            declared_params=(1_543_714_304, 1_310_340_608),
+        ),
+        # pruned from the teacher
+        StudentSize(
+            "135M-prune-15L",
+            "pruned",
+            "SmolLM2-135M-Instruct, 15 of 30 layers kept (evenly spaced)",
+            source="smollm2-135m-instruct",
+            hub_id=SMOLLM2_HUB_ID,
+            keep_layers=15,
+        ),
+        StudentSize(
+            "135M-prune-8L",
+            "pruned",
+            "SmolLM2-135M-Instruct, 8 of 30 layers kept (evenly spaced)",
+            source="smollm2-135m-instruct",
+            hub_id=SMOLLM2_HUB_ID,
+            keep_layers=8,
+        ),
+        StudentSize(
+            "135M-prune-4L",
+            "pruned",
+            "SmolLM2-135M-Instruct, 4 of 30 layers kept (evenly spaced)",
+            source="smollm2-135m-instruct",
+            hub_id=SMOLLM2_HUB_ID,
+            keep_layers=4,
+        ),
+    ]
+}
+
+
+def get_size(name: str) -> StudentSize:
+    """The registered size ``name``; a ValueError listing every valid name otherwise."""
+    if name not in SIZES:
+        raise SizeError(f"unknown student size {name!r}; valid sizes: {', '.join(SIZES)}")
+    return SIZES[name]
+
+
+def format_params(n: int) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
+
+
+if __name__ == "__main__":
+    print(f"{'size':<16}{'init':<12}{'total':>10}{'non-emb':>10}  description")
+    for size in SIZES.values():
+        try:
+            counts = size.parameter_counts()
+            total, non_emb = format_params(counts["total"]), format_params(counts["non_embedding"])
+        except Exception as error:  # a Hub-only size on an offline machine
+            total, non_emb = "?", f"({type(error).__name__})"
+        print(f"{size.name:<16}{size.init:<12}{total:>10}{non_emb:>10}  {size.description}")
