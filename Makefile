@@ -26,16 +26,27 @@ CONSISTENCY ?= drop
 CONFIG ?=
 ARGS ?=
 
+# train / sweep (every variable is a flag of `python -m trainers.sft --help`)
+SIZE ?= 1M
+METHOD ?= sft
+LORA ?=
+SIZES ?= 1M 3M 8M
+RECIPE ?= $(METHOD)$(if $(LORA),-lora)
+TRAIN_CONFIG ?= $(firstword $(wildcard recipes/train/$(TASK)/$(RECIPE).yaml) recipes/train/synthetic_gsm/$(RECIPE).yaml)
+
 PUSH_DATA_FLAGS = --task $(TASK) --teachers $(TEACHERS) --limit $(LIMIT) --test_limit $(TEST_LIMIT) \
 	--mode $(MODE) --max_new_tokens $(MAX_NEW_TOKENS) --batch_size $(BATCH_SIZE) --consistency $(CONSISTENCY) \
 	$(if $(DATA),--data $(DATA)) $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
 
-.PHONY: help install push-data demo test lint bench-generation clean
+.PHONY: help install push-data train sweep sizes demo test lint bench-generation clean
 
 help:
 	@echo "make demo                 run the whole flow on the embedded default (synthetic_gsm, packaged teachers)"
 	@echo "make test                 install, lint and run the test suite"
 	@echo "make push-data TASK=... TEACHERS=... DATA=... LIMIT=...   teacher rationales -> dataset repo"
+	@echo "make train SIZE=1M METHOD=sft|label LORA=1   rationale dataset repo -> one student model repo"
+	@echo "make sweep SIZES=\"1M 3M 8M\"   train every size in the list (RECIPE=sft-pretrained for 135M/pruned)"
+	@echo "make sizes                the student size registry: total and non-embedding parameters"
 	@echo "make bench-generation     batched vs naive teacher generation throughput"
 
 # CPU machines take the local CPU torch wheel when there is one (never the multi-GB CUDA build);
@@ -59,8 +70,18 @@ $(VENV)/.installed: pyproject.toml
 push-data: install
 	$(PY) -m datasets_builders.push_data $(PUSH_DATA_FLAGS)
 
-demo: push-data
-	@echo "demo done: dataset repo under $(HUB_DIR)/datasets/$(ORG)/$(TASK)-rationales"
+train: install
+	$(PY) -m trainers.sft --config $(TRAIN_CONFIG) --task $(TASK) --size $(SIZE) --method $(METHOD) \
+		$(if $(LORA),--use_peft true) $(ARGS)
+
+sweep: install
+	@for s in $(SIZES); do $(MAKE) --no-print-directory train SIZE=$$s || exit 1; done
+
+sizes: install
+	$(PY) -m trainers.sizes
+
+demo: push-data sweep
+	@echo "demo done: dataset repo $(HUB_DIR)/datasets/$(ORG)/$(TASK)-rationales, students $(HUB_DIR)/models/$(ORG)/"
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -377,6 +377,7 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: Mod
     folder = output_dir / "push"
     save_for_push(trainer, tokenizer, folder, lora)
     location_out = target.location("model", repo)
+    scheduler = getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type)
     context = dict(
         size_spec=size,
         model_name=target.repo_id(repo),
@@ -404,14 +405,14 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: Mod
         lora_alpha=model_args.lora_alpha,
         lora_targets=model_args.lora_target_modules or "peft's defaults (q_proj, v_proj)",
         hyperparameters=(
-            f"learning_rate={training_args.learning_rate}, lr_scheduler={training_args.lr_scheduler_type}, "
+            f"learning_rate={training_args.learning_rate}, lr_scheduler={scheduler}, "
             f"epochs={training_args.num_train_epochs}, max_steps={training_args.max_steps}, "
             f"batch_size={training_args.per_device_train_batch_size}x{training_args.gradient_accumulation_steps}"
             f"x{training_args.world_size}, max_length={training_args.max_length}, seed={training_args.seed}"
         ),
         recipe=script_args.recipe or "command line",
         code_revision=code_revision(),
-        example_question=rows[0]["messages"][-2]["content"].split("\n")[0].replace('"', "'"),
+        example_messages=repr([{"role": "user", "content": rows[0]["messages"][-2]["content"]}]),
         training_tokens=f"{trainer.state.num_input_tokens_seen:,}",
         steps=trainer.state.global_step,
         wall_time=f"{seconds:.1f} s (this run)",
