@@ -363,15 +363,19 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: Mod
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint or last_checkpoint)
     seconds = time.perf_counter() - start
-    tokens = trainer.state.num_input_tokens_seen - start_tokens
-    cost = training_cost(counts["total"], tokens, seconds)
+    tokens = trainer.state.num_input_tokens_seen - start_tokens  # already summed over every process
     trainer.save_state()
+    if not trainer.is_world_process_zero():
+        # Under `accelerate launch` only rank 0 probes the device (the probe's cache file is shared), prints the
+        # cost, writes the card and pushes: one commit per run, whatever the number of processes or nodes.
+        return str(output_dir)
+    cost = training_cost(counts["total"], tokens, seconds)
     print(
         f"trained {size.name} ({format_params(counts['total'])} params): {tokens} tokens in {seconds:.1f} s = "
         f"{cost['tokens_per_second']:.0f} tokens/s, MFU {cost['mfu']:.2%} of {cost['peak_flops'] / 1e9:.1f} "
         f"GFLOP/s on {cost['device']}; final train loss {result.training_loss:.3f}"
     )
-    if not training_args.should_save or not script_args.push:
+    if not script_args.push:
         return str(output_dir)
 
     folder = output_dir / "push"
