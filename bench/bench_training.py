@@ -106,7 +106,7 @@ def worker(args) -> None:
     """One run in this (fresh) process; prints one JSON line."""
     from transformers import set_seed
 
-    from trainers.sft import training_cost
+    from trainers.cost import training_cost
 
     set_seed(42)
     with tempfile.TemporaryDirectory() as output_dir:

@@ -33,8 +33,8 @@ from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
 from model_cards import template_path
 from scalingdown.answers import format_final_answer
-from scalingdown.cache import cache_dir
 from scalingdown.hub import HubTarget, dataset_repo_name, model_repo_name
+from trainers.cost import training_cost
 from trainers.sizes import StudentSize, format_params, get_size
 
 logger = logging.getLogger("trainers.sft")
@@ -177,57 +177,6 @@ def load_model(size: StudentSize, model_args: ModelConfig, tokenizer, seed: int)
 
 
 # -- cost -------------------------------------------------------------------------------------------
-
-
-def device_name() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return f"cpu ({torch.get_num_threads()} threads)"
-
-
-def measure_peak_flops(dtype: torch.dtype | None = None) -> dict:
-    """Peak matmul FLOP/s of this device, measured once by a square-matmul probe and cached per device."""
-    cuda = torch.cuda.is_available()
-    dtype = dtype or (torch.bfloat16 if cuda else torch.float32)
-    key = f"{device_name()}|{dtype}"
-    cache = cache_dir("bench") / "peak_flops.json"
-    known = json.loads(cache.read_text()) if cache.exists() else {}
-    if key in known:
-        return known[key]
-    n, reps = (8192, 20) if cuda else (1024, 8)
-    a = torch.randn(n, n, dtype=dtype, device="cuda" if cuda else "cpu")
-    b = torch.randn_like(a)
-    a @ b  # warm-up
-    best = float("inf")
-    for _ in range(3):
-        if cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(reps):
-            a @ b
-        if cuda:
-            torch.cuda.synchronize()
-        best = min(best, (time.perf_counter() - start) / reps)
-    result = {"flops": 2 * n**3 / best, "probe": f"{n}x{n} {str(dtype).removeprefix('torch.')} matmul"}
-    known[key] = result
-    cache.write_text(json.dumps(known, indent=1))
-    return result
-
-
-def training_cost(params_total: int, tokens: int, seconds: float) -> dict:
-    """tokens/s, model FLOPs (6·N·tokens) and MFU against the measured peak."""
-    peak = measure_peak_flops()
-    flops = 6 * params_total * tokens
-    return {
-        "tokens": tokens,
-        "seconds": seconds,
-        "tokens_per_second": tokens / seconds if seconds else 0.0,
-        "model_flops": flops,
-        "mfu": flops / seconds / peak["flops"] if seconds else 0.0,
-        "peak_flops": peak["flops"],
-        "peak_probe": peak["probe"],
-        "device": device_name(),
-    }
 
 
 # -- card and push ----------------------------------------------------------------------------------
