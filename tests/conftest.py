@@ -55,6 +55,25 @@ def tiny_teacher_dir(tmp_path_factory, smol_dir) -> Path:
     return folder
 
 
+def tiny_build_args(work_dir, teacher, **overrides):
+    """`make push-data` options for a fast build with a tiny random teacher (its rows are kept with 'flag')."""
+    from datasets_builders.push_data import PushDataArguments
+
+    values = dict(
+        task="synthetic_gsm",
+        teachers=str(teacher),
+        limit=12,
+        test_limit=5,
+        max_new_tokens=24,
+        batch_size=4,
+        shard_size=4,
+        consistency="flag",  # a random tiny teacher is never consistent; flag keeps its rows
+        work_dir=str(work_dir),
+    )
+    values.update(overrides)
+    return PushDataArguments(**values)
+
+
 @pytest.fixture
 def hub_dir(tmp_path, monkeypatch) -> Path:
     """An empty local Hub for one test, selected through the environment like a user would."""

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import tiny_build_args
 from datasets import load_dataset
 
 from datasets_builders.push_data import PushDataArguments, main, shard_dir
@@ -20,19 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _args(tmp_path, teacher, **overrides) -> PushDataArguments:
-    values = dict(
-        task="synthetic_gsm",
-        teachers=str(teacher),
-        limit=12,
-        test_limit=5,
-        max_new_tokens=24,
-        batch_size=4,
-        shard_size=4,
-        consistency="flag",  # a random tiny teacher is never consistent; flag keeps its rows
-        work_dir=str(tmp_path / "work"),
-    )
-    values.update(overrides)
-    return PushDataArguments(**values)
+    return tiny_build_args(tmp_path / "work", teacher, **overrides)
 
 
 def test_build_pushes_a_dataset_repo_that_load_dataset_reads(tmp_path, hub_dir, tiny_teacher_dir):

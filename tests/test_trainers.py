@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_build_args
 from datasets import concatenate_datasets, load_dataset
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 from trl import ModelConfig, SFTConfig
 
-from datasets_builders.push_data import PushDataArguments
 from datasets_builders.push_data import main as push_data
 from scalingdown.hub import HubTarget
 from trainers.sft import ScriptArguments, build_run, load_training_rows
@@ -90,17 +90,7 @@ def tiny_hub(tmp_path_factory, tiny_teacher_dir) -> Path:
     mp.setenv("ORG", "testorg")
     try:
         location = push_data(
-            PushDataArguments(
-                task="synthetic_gsm",
-                teachers=str(tiny_teacher_dir),
-                limit=10,
-                test_limit=3,
-                max_new_tokens=24,
-                batch_size=10,
-                shard_size=10,
-                consistency="flag",
-                work_dir=str(work),
-            )
+            tiny_build_args(work, tiny_teacher_dir, limit=10, test_limit=3, batch_size=10, shard_size=10)
         )
         ds = load_dataset(location)
         relabelled = ds["train"].map(lambda row: {"teacher": "other-teacher"})

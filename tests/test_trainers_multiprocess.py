@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import tiny_build_args
 from transformers import AutoModelForCausalLM
 
-from datasets_builders.push_data import PushDataArguments
 from datasets_builders.push_data import main as push_data
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,19 +29,7 @@ def free_loopback_port() -> int:
 @pytest.fixture
 def dataset_hub(hub_dir, tiny_teacher_dir, tmp_path) -> Path:
     """A local Hub holding a 12-row synthetic_gsm rationale repo made by `make push-data` with the tiny teacher."""
-    push_data(
-        PushDataArguments(
-            task="synthetic_gsm",
-            teachers=str(tiny_teacher_dir),
-            limit=12,
-            test_limit=2,
-            max_new_tokens=24,
-            batch_size=12,
-            shard_size=12,
-            consistency="flag",
-            work_dir=str(tmp_path / "work"),
-        )
-    )
+    push_data(tiny_build_args(tmp_path / "work", tiny_teacher_dir, test_limit=2, batch_size=12, shard_size=12))
     return hub_dir
 
 
