@@ -334,11 +334,12 @@ def main(args: PushDataArguments) -> str | None:
         print_summary(counts, "(not pushed: --push false)")
         return None
     if not rows:
+        print_summary(counts, "(not pushed: nothing left after the filters)")
         raise SystemExit(
             "every rationale was filtered out (see the counts above); nothing to push. Try more examples, "
             "another teacher, or --consistency flag to keep inconsistent rationales."
         )
-    load_report = {"train": _report_dict(train_report), "test": _report_dict(test_report)}
+    load_report = {"train": asdict(train_report), "test": asdict(test_report)}
     build = {"arguments": asdict(args), "teachers": teachers, "counts": counts, "decontamination": contamination}
     with tempfile.TemporaryDirectory() as tmp:
         dataset_info = write_data_files(Path(tmp), {"train": rows, "test": test_rows(test, kind)})
@@ -358,10 +359,6 @@ def main(args: PushDataArguments) -> str | None:
     location = target.location("dataset", repo)
     print_summary(counts, f"{location} @ {commit[:10]}")
     return location
-
-
-def _report_dict(report) -> dict:
-    return asdict(report) if hasattr(report, "__dataclass_fields__") else dict(report)
 
 
 def cli(argv: list[str] | None = None) -> None:

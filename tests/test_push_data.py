@@ -52,9 +52,12 @@ def test_build_pushes_a_dataset_repo_that_load_dataset_reads(tmp_path, hub_dir, 
     assert target.revision("dataset", "synthetic_gsm-rationales") == before
 
 
-def test_drop_mode_filters_inconsistent_rationales_and_says_so(tmp_path, hub_dir, tiny_teacher_dir):
+def test_drop_mode_filters_inconsistent_rationales_and_says_so(tmp_path, hub_dir, tiny_teacher_dir, capsys):
     with pytest.raises(SystemExit, match="filtered out"):
         main(_args(tmp_path, tiny_teacher_dir, consistency="drop"))
+    summary = capsys.readouterr().out
+    assert re.search(r"tiny-llama\s+12\s+0\s+0", summary), summary  # the counts the message points to
+    assert not (hub_dir / "datasets" / "testorg" / "synthetic_gsm-rationales").exists()
 
 
 def test_gsm8k_from_the_original_files(tmp_path, hub_dir, tiny_teacher_dir, shared_data):
