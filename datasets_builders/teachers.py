@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,20 +111,20 @@ def materialize_gguf(gguf_path: Path, name: str) -> Path:
 
 def resolve_model_source(spec: str) -> tuple[str, str]:
     """``(name, path_or_id)`` for a transformers teacher spec, converting GGUF files on the way."""
+    name = teacher_name(spec)
     if spec in PACKAGED_TEACHERS:
-        packaged = PACKAGED_TEACHERS[spec]
-        return spec, str(materialize_gguf(packaged.gguf_path(), spec))
+        return name, str(materialize_gguf(PACKAGED_TEACHERS[spec].gguf_path(), name))
     path = Path(spec).expanduser()
     if spec.endswith(".gguf"):
         if not path.is_file():
             raise TeacherError(f"GGUF file {spec} does not exist")
-        return path.stem, str(materialize_gguf(path, path.stem))
+        return name, str(materialize_gguf(path, name))
     if path.exists():
         if not (path / "config.json").is_file():
             raise TeacherError(f"{spec} is a folder without config.json: not a transformers model folder")
-        return path.name, str(path)
+        return name, str(path)
     if spec.count("/") == 1 and not spec.startswith((".", "/")):
-        return spec.split("/")[1], spec  # a Hub id; from_pretrained downloads it when online
+        return name, spec  # a Hub id; from_pretrained downloads it when online
     raise TeacherError(
         f"unknown teacher {spec!r}: use one of {sorted(PACKAGED_TEACHERS)}, a Hub model id, a local model "
         "folder, a .gguf file, or openai:<model>@<base_url>"
@@ -225,17 +224,21 @@ def _pick_dtype(dtype: str, device: str) -> torch.dtype:
     return torch.bfloat16 if device == "cuda" else torch.float32
 
 
+def _endpoint(spec: str) -> tuple[str, str]:
+    """``(model, base_url)`` of an ``openai:<model>@<base_url>`` spec."""
+    model, _, base_url = spec.removeprefix("openai:").partition("@")
+    if not model or not base_url:
+        raise TeacherError(f"endpoint teacher {spec!r} must look like openai:<model>@<base_url>")
+    return model, base_url
+
+
 def load_teacher(spec: str, **kwargs) -> Teacher:
     """A ready teacher from a spec string (see the module docstring)."""
     if spec.startswith("openai:"):
         from datasets_builders.openai_backend import OpenAITeacher
 
-        model, _, base_url = spec.removeprefix("openai:").partition("@")
-        if not model or not base_url:
-            raise TeacherError(f"endpoint teacher {spec!r} must look like openai:<model>@<base_url>")
-        return OpenAITeacher(
-            name=model.split("/")[-1], base_url=base_url, model=model, api_key=os.environ.get("OPENAI_API_KEY")
-        )
+        model, base_url = _endpoint(spec)
+        return OpenAITeacher(name=teacher_name(spec), base_url=base_url, model=model)  # key: OPENAI_API_KEY
     name, source = resolve_model_source(spec)
     return TransformersTeacher(name, source, **kwargs)
 
@@ -243,7 +246,7 @@ def load_teacher(spec: str, **kwargs) -> Teacher:
 def teacher_name(spec: str) -> str:
     """The short name a spec is recorded under, without loading it."""
     if spec.startswith("openai:"):
-        return spec.removeprefix("openai:").partition("@")[0].split("/")[-1]
+        return _endpoint(spec)[0].split("/")[-1]
     if spec in PACKAGED_TEACHERS:
         return spec
     return Path(spec).stem if spec.endswith(".gguf") else Path(spec).name
