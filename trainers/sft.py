@@ -29,13 +29,14 @@ from datasets import Dataset, load_dataset
 from huggingface_hub import ModelCard, ModelCardData
 from transformers import AutoTokenizer, set_seed
 from transformers.trainer_utils import get_last_checkpoint
-from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
+from trl import ModelConfig, SFTConfig, TrlParser, get_peft_config
 
 from model_cards import template_path
 from scalingdown.answers import format_final_answer
 from scalingdown.hub import HubTarget, dataset_repo_name, model_repo_name
 from trainers.cost import training_cost
 from trainers.sizes import StudentSize, format_params, get_size
+from trainers.student_trainer import StudentSFTTrainer
 
 logger = logging.getLogger("trainers.sft")
 
@@ -203,7 +204,7 @@ def render_model_card(context: dict) -> ModelCard:
     return ModelCard.from_template(card_data, template_path=template_path("model_card.md"), **context)
 
 
-def save_for_push(trainer: SFTTrainer, tokenizer, folder: Path, lora: bool) -> None:
+def save_for_push(trainer: StudentSFTTrainer, tokenizer, folder: Path, lora: bool) -> None:
     """A plain transformers folder: merged weights (adapter kept in ``adapter/``), tokenizer, chat template."""
     if folder.exists():
         shutil.rmtree(folder)
@@ -222,7 +223,7 @@ def save_for_push(trainer: SFTTrainer, tokenizer, folder: Path, lora: bool) -> N
 class TrainingRun:
     """Everything ``main`` built before training: the trainer and what the card needs to say about it."""
 
-    trainer: SFTTrainer
+    trainer: StudentSFTTrainer
     tokenizer: object
     size: StudentSize
     repo: str
@@ -268,7 +269,7 @@ def build_run(script_args: ScriptArguments, training_args: SFTConfig, model_args
     training_args.assistant_only_loss = True
     if training_args.include_num_input_tokens_seen in (None, "no", False):
         training_args.include_num_input_tokens_seen = "non_padding"
-    trainer = SFTTrainer(
+    trainer = StudentSFTTrainer(
         model=model,
         args=training_args,
         train_dataset=rows,

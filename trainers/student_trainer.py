@@ -1,0 +1,101 @@
+"""The TRL trainer every student method uses: ``SFTTrainer`` with an LM head that scores labelled positions only.
+
+TRL's fused LM head (``trl.trainer.utils.add_fused_lm_head``) never materialises the full logits: on CUDA/XPU a
+Triton kernel scores only the positions that have a label, but elsewhere (CPU) it scores *every* position in
+vocabulary tiles and recomputes each tile in the backward pass. With a 49k vocabulary that head is most of a small
+student's compute (80% of an 8M student's step, measured with py-spy), and with assistant-only loss about half of
+the positions it scores are masked prompt tokens.
+
+On devices without that kernel, ``StudentSFTTrainer`` routes ``fused_lm_head=True`` calls to
+``compact_lm_head_forward``: the backbone runs as usual, the head projects only the labelled positions, and
+``cross_entropy`` gives their log-probabilities with one matmul forward and two backward (no recompute). It
+returns TRL's ``FusedCausalLMOutput`` with the same fields, so ``SFTTrainer.compute_loss``, its metrics (entropy,
+mean token accuracy) and DDP/PEFT wrapping are untouched. The price is memory: the logits of the labelled
+positions of one micro-batch are materialised (tokens x vocab x 4 bytes, e.g. 0.8 GB for 4k labelled tokens).
+"""
+
+from __future__ import annotations
+
+import types
+
+import torch
+import torch.nn.functional as F
+from trl import SFTTrainer
+from trl.trainer.utils import FusedCausalLMOutput
+
+KERNEL_DEVICES = ("cuda", "xpu")  # where TRL's Triton kernel already scores only the labelled positions
+
+
+def compact_head_supported(model) -> bool:
+    """Whether the compact head computes exactly what the model's own head does (no scaled or capped logits)."""
+    config = model.config.get_text_config()
+    scaled = any(
+        getattr(config, name, None) not in (None, 1.0)
+        for name in ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier")
+    )
+    unscaled = not scaled and getattr(config, "logits_scaling", None) in (None, 1.0)
+    return unscaled and model.get_output_embeddings() is not None
+
+
+def compact_lm_head_forward(
+    model, backbone_kwargs: dict, labels: torch.Tensor | None, shift_labels: torch.Tensor | None, num_items_in_batch
+) -> FusedCausalLMOutput:
+    """Backbone over every position, LM head and log-softmax over labelled positions only."""
+    backbone_kwargs["use_cache"] = False
+    hidden_states = model.base_model(**backbone_kwargs).last_hidden_state
+    if shift_labels is None:
+        hidden_states, labels = hidden_states[:, :-1], labels[:, 1:]
+    else:
+        labels = shift_labels
+    mask = labels != -100
+    targets = labels[mask]
+    logits = model.get_output_embeddings()(hidden_states[mask]).float()
+    log_probs = -F.cross_entropy(logits, targets, reduction="none")
+    with torch.no_grad():
+        log_z = logits.logsumexp(-1)
+        entropy = log_z - (logits.softmax(-1) * logits).sum(-1)
+        is_top1 = logits.argmax(-1) == targets
+
+    def scatter(values: torch.Tensor) -> torch.Tensor:
+        # masked_scatter keeps an all-masked micro-batch connected to the graph (a differentiable zero loss)
+        return values.new_zeros(mask.shape).masked_scatter(mask, values)
+
+    per_token = scatter(log_probs)
+    count = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
+    return FusedCausalLMOutput(
+        loss=-per_token.sum() / count,
+        log_probs=per_token,
+        entropy=scatter(entropy),
+        is_top1=scatter(is_top1),
+        label_mask=mask,
+    )
+
+
+def add_compact_lm_head(model) -> None:
+    """Route the model's ``fused_lm_head=True`` calls (already patched by TRL) to ``compact_lm_head_forward``."""
+    fused_forward = model.forward
+
+    def forward(self, *args, fused_lm_head=False, labels=None, shift_labels=None, num_items_in_batch=None, **kwargs):
+        if not fused_lm_head or args or kwargs.get("output_router_logits") or self.device.type in KERNEL_DEVICES:
+            return fused_forward(
+                *args,
+                fused_lm_head=fused_lm_head,
+                labels=labels,
+                shift_labels=shift_labels,
+                num_items_in_batch=num_items_in_batch,
+                **kwargs,
+            )
+        return compact_lm_head_forward(self, kwargs, labels, shift_labels, num_items_in_batch)
+
+    model.forward = types.MethodType(forward, model)
+
+
+class StudentSFTTrainer(SFTTrainer):
+    """``SFTTrainer`` for students: same loss and metrics, LM head compacted to labelled positions off-GPU."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # TRL patched the (PEFT base) model's forward in __init__; wrap that same object.
+        model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        if compact_head_supported(model):
+            add_compact_lm_head(model)
