@@ -39,6 +39,7 @@ from datasets_builders.tasks import get_task, load_examples
 from datasets_builders.teacher_base import GenerationSettings
 from datasets_builders.teachers import DEFAULT_TEACHERS, load_teacher, teacher_name
 from model_cards import template_path
+from scalingdown.answers import format_final_answer
 from scalingdown.hub import HubTarget, dataset_repo_name
 from scalingdown.prompts import student_messages
 from scalingdown.schema import EXAMPLE_FEATURES
@@ -56,6 +57,19 @@ RATIONALE_FEATURES = Features(
         "messages": MESSAGES,
     }
 )
+# Every example of the build, whether or not a rationale survived: what the `label` baseline trains on.
+EXAMPLE_ROW_FEATURES = Features({**EXAMPLE_FEATURES, "messages": MESSAGES})
+
+
+@dataclass
+class RepoConfig:
+    """One config of the dataset repo: one parquet file per split under ``data_dir/``, declared in the card."""
+
+    name: str
+    data_dir: str
+    features: Features
+    splits: dict[str, list[dict]]
+    description: str = ""
 
 
 @dataclass
@@ -219,8 +233,42 @@ def test_rows(examples: Dataset, kind: str) -> list[dict]:
     ]
 
 
+def example_rows(examples: Dataset, kind: str, with_answer: bool) -> list[dict]:
+    """Rows of the ``examples`` config: the schema plus ``messages`` (answer-only assistant turn if asked)."""
+    return [
+        {
+            **row,
+            "messages": student_messages(
+                row["question"], row["choices"], kind, format_final_answer(row["answer"]) if with_answer else None
+            ),
+        }
+        for row in examples
+    ]
+
+
+def repo_configs(rows: list[dict], train: Dataset, test: Dataset, kind: str) -> list[RepoConfig]:
+    """The repo's configs, ``default`` first; more (e.g. offline logits) are appended here."""
+    return [
+        RepoConfig(
+            "default",
+            "data",
+            RATIONALE_FEATURES,
+            {"train": rows, "test": test_rows(test, kind)},
+            "one row per (example, teacher) whose rationale passed the filters; held-out `test` without rationales",
+        ),
+        RepoConfig(
+            "examples",
+            "examples",
+            EXAMPLE_ROW_FEATURES,
+            {"train": example_rows(train, kind, with_answer=True), "test": example_rows(test, kind, with_answer=False)},
+            "every example of the build, rationale or not, answered only with 'The answer is X.' "
+            "(what the `label` baseline trains on)",
+        ),
+    ]
+
+
 def render_card(
-    args, target, repo, task_spec, teachers, counts, load_report, contamination, examples, kind, dataset_info
+    args, target, repo, task_spec, teachers, counts, load_report, contamination, examples, kind, configs, card_meta
 ):
     first = examples[0]
     prompt = build_prompt(first["question"], first["choices"], first["answer"], kind, args.mode)
@@ -241,22 +289,22 @@ def render_card(
         task_categories=["text-generation", "question-answering"],
         tags=["scalingdown", "distillation", "rationales", "chain-of-thought", args.task],
         size_categories=["n<1K" if total_rows < 1000 else "1K<n<10K"],
-        dataset_info=dataset_info,
-        configs=[
-            {
-                "config_name": "default",
-                "data_files": [
-                    {"split": "train", "path": "data/train-*.parquet"},
-                    {"split": "test", "path": "data/test-*.parquet"},
-                ],
-            }
-        ],
+        **card_meta,
     )
     return DatasetCard.from_template(
         card_data,
         template_path=template_path("dataset_card.md"),
         pretty_name=f"{args.task} teacher rationales",
         repo_location=target.location("dataset", repo),
+        configs=[
+            {
+                "name": c.name,
+                "data_dir": c.data_dir,
+                "description": c.description,
+                "splits": {split: len(rows) for split, rows in c.splits.items()},
+            }
+            for c in configs
+        ],
         task=args.task,
         task_description=task_spec.description,
         answer_kind=kind,
@@ -281,28 +329,41 @@ def render_card(
     )
 
 
-def write_data_files(folder: Path, splits: dict[str, list[dict]], features: Features = RATIONALE_FEATURES) -> dict:
-    """Write ``data/{split}-00000-of-00001.parquet`` and return the card's ``dataset_info``.
+def write_data_files(folder: Path, configs: list[RepoConfig]) -> dict:
+    """Write ``{data_dir}/{split}-00000-of-00001.parquet`` per config; return the card's ``dataset_info`` and
+    ``configs`` entries.
 
-    ``dataset_info`` (features, split sizes, download size) is what ``push_to_hub`` puts in a card; it also
-    keys the ``datasets`` cache of a local folder, so a re-pushed repo is never read from a stale cache.
+    ``configs`` is what lets ``load_dataset(repo, name)`` find each config's files. ``dataset_info`` (features,
+    split sizes, download size per config) is what ``push_to_hub`` puts in a card; it also keys the ``datasets``
+    cache of a local folder, so a re-pushed repo is never read from a stale cache.
     """
-    data = folder / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    split_infos, download_size = SplitDict(), 0
-    for split, rows in splits.items():
-        dataset = Dataset.from_list(rows, features=features)
-        path = data / f"{split}-00000-of-00001.parquet"
-        dataset.to_parquet(path)
-        download_size += path.stat().st_size
-        split_infos.add(SplitInfo(name=split, num_bytes=dataset.data.nbytes, num_examples=len(dataset)))
-    info = DatasetInfo(
-        features=features,
-        splits=split_infos,
-        download_size=download_size,
-        dataset_size=sum(s.num_bytes for s in split_infos.values()),
-    )
-    return info._to_yaml_dict()
+    infos, card_configs = [], []
+    for config in configs:
+        data = folder / config.data_dir
+        data.mkdir(parents=True, exist_ok=True)
+        split_infos, download_size = SplitDict(), 0
+        for split, rows in config.splits.items():
+            dataset = Dataset.from_list(rows, features=config.features)
+            path = data / f"{split}-00000-of-00001.parquet"
+            dataset.to_parquet(path)
+            download_size += path.stat().st_size
+            split_infos.add(SplitInfo(name=split, num_bytes=dataset.data.nbytes, num_examples=len(dataset)))
+        info = DatasetInfo(
+            features=config.features,
+            splits=split_infos,
+            download_size=download_size,
+            dataset_size=sum(s.num_bytes for s in split_infos.values()),
+        )
+        infos.append({"config_name": config.name, **info._to_yaml_dict()})
+        card_configs.append(
+            {
+                "config_name": config.name,
+                "data_files": [
+                    {"split": split, "path": f"{config.data_dir}/{split}-*.parquet"} for split in config.splits
+                ],
+            }
+        )
+    return {"dataset_info": infos, "configs": card_configs}
 
 
 def print_summary(counts: list[dict], repo_location: str) -> None:
@@ -342,9 +403,10 @@ def main(args: PushDataArguments) -> str | None:
     load_report = {"train": asdict(train_report), "test": asdict(test_report)}
     build = {"arguments": asdict(args), "teachers": teachers, "counts": counts, "decontamination": contamination}
     with tempfile.TemporaryDirectory() as tmp:
-        dataset_info = write_data_files(Path(tmp), {"train": rows, "test": test_rows(test, kind)})
+        configs = repo_configs(rows, train, test, kind)
+        card_meta = write_data_files(Path(tmp), configs)
         card = render_card(
-            args, target, repo, task_spec, teachers, counts, load_report, contamination, train, kind, dataset_info
+            args, target, repo, task_spec, teachers, counts, load_report, contamination, train, kind, configs, card_meta
         )
         card.save(Path(tmp) / "README.md")
         (Path(tmp) / "scalingdown_build.json").write_text(json.dumps(build, indent=2, default=str))
@@ -353,8 +415,8 @@ def main(args: PushDataArguments) -> str | None:
             tmp,
             "dataset",
             repo,
-            f"Rationales for {args.task} from {names} ({len(rows)} rows)",
-            delete_patterns=["data/*"],
+            f"Rationales for {args.task} from {names} ({len(rows)} rows, {len(train)} examples)",
+            delete_patterns=[f"{c.data_dir}/*" for c in configs],
         )
     location = target.location("dataset", repo)
     print_summary(counts, f"{location} @ {commit[:10]}")

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 from conftest import tiny_build_args
-from datasets import load_dataset
+from datasets import get_dataset_config_names, load_dataset
 
 from datasets_builders.push_data import PushDataArguments, main, shard_dir
 from datasets_builders.shards import ShardStore
 from scalingdown.hub import HubTarget
+from scalingdown.schema import EXAMPLE_FEATURES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,6 +42,17 @@ def test_build_pushes_a_dataset_repo_that_load_dataset_reads(tmp_path, hub_dir, 
     card = (Path(location) / "README.md").read_text()
     assert "tiny-llama" in card and "configs:" in card and "Decontamination" in card
     assert re.search(r"\| tiny-llama \| 12 \| 12 \|", card), card
+    assert re.search(r"\| `examples` \| `examples/` \| train 12, test 5 \|", card), card
+
+    # A second config holds every example with the answer-only turn the `label` baseline trains on.
+    assert get_dataset_config_names(location) == ["default", "examples"]
+    examples = load_dataset(location, "examples")
+    assert len(examples["train"]) == 12 and len(examples["test"]) == 5
+    assert set(examples["train"].column_names) == {*EXAMPLE_FEATURES, "messages"}
+    for row in examples["train"]:
+        assert row["messages"][1] == {"role": "assistant", "content": f"The answer is {row['answer']}."}
+    assert examples["train"][0]["messages"][0] == row_by_id(ds["train"], examples["train"][0]["id"])["messages"][0]
+    assert [len(m) for m in examples["test"]["messages"]] == [1] * 5
 
     # The same build again resumes from its shards, regenerates nothing and makes no new commit.
     target = HubTarget.from_env()
@@ -50,6 +62,19 @@ def test_build_pushes_a_dataset_repo_that_load_dataset_reads(tmp_path, hub_dir, 
     main(_args(tmp_path, tiny_teacher_dir))
     assert [p.stat().st_mtime_ns for p in shards] == mtimes
     assert target.revision("dataset", "synthetic_gsm-rationales") == before
+
+    # A tighter length filter (re-assembled from the same shards) drops rationales, never examples.
+    lengths = sorted(len(row["rationale"]) for row in ShardStore(shards[0].parent).rows())
+    main(_args(tmp_path, tiny_teacher_dir, max_chars=lengths[5]))
+    rationale_ids = set(load_dataset(location, split="train")["id"])
+    example_ids = load_dataset(location, "examples", split="train")["id"]
+    assert 0 < len(rationale_ids) < 12 and len(example_ids) == 12 and rationale_ids < set(example_ids)
+    card = (Path(location) / "README.md").read_text()
+    assert f"train {len(rationale_ids)}, test 5" in card and "train 12, test 5" in card
+
+
+def row_by_id(rows, example_id: str) -> dict:
+    return next(row for row in rows if row["id"] == example_id)
 
 
 def test_drop_mode_filters_inconsistent_rationales_and_says_so(tmp_path, hub_dir, tiny_teacher_dir, capsys):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +14,11 @@ import pytest
 import torch
 from conftest import tiny_build_args
 from datasets import concatenate_datasets, load_dataset
+from huggingface_hub import DatasetCard, DatasetCardData
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 from trl import ModelConfig, SFTConfig
 
+from datasets_builders.push_data import EXAMPLE_ROW_FEATURES, RATIONALE_FEATURES, RepoConfig, write_data_files
 from datasets_builders.push_data import main as push_data
 from scalingdown.hub import HubTarget
 from trainers.sft import ScriptArguments, build_run, load_training_rows
@@ -80,8 +85,10 @@ def test_pruning_keeps_evenly_spaced_layers_with_copied_weights(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_hub(tmp_path_factory, tiny_teacher_dir) -> Path:
-    """A local Hub holding a synthetic_gsm rationale repo built by `make push-data` (tiny teacher, 10 rows),
-    then given a second 'teacher' by relabelling the rows, so multi-teacher code paths run."""
+    """A local Hub holding a synthetic_gsm rationale repo built by `make push-data` (tiny teacher, 10 examples),
+    then given a second 'teacher' by relabelling the rows, so multi-teacher code paths run. Both teachers'
+    rationales for the last 2 examples are removed, as the filters would, so only 8 examples have rationales
+    while the `examples` config keeps all 10."""
     root = tmp_path_factory.mktemp("trainhub")
     work = tmp_path_factory.mktemp("work")
     mp = pytest.MonkeyPatch()
@@ -93,18 +100,23 @@ def tiny_hub(tmp_path_factory, tiny_teacher_dir) -> Path:
             tiny_build_args(work, tiny_teacher_dir, limit=10, test_limit=3, batch_size=10, shard_size=10)
         )
         ds = load_dataset(location)
-        relabelled = ds["train"].map(lambda row: {"teacher": "other-teacher"})
-        folder = work / "two-teachers" / "data"
-        folder.mkdir(parents=True)
-        concatenate_datasets([ds["train"], relabelled]).to_parquet(str(folder / "train-00000-of-00001.parquet"))
-        ds["test"].to_parquet(str(folder / "test-00000-of-00001.parquet"))
-        # The card's split sizes would be stale, so the relabelled repo goes without one.
+        examples = load_dataset(location, "examples")
+        explained = ds["train"].select(range(8))
+        relabelled = explained.map(lambda row: {"teacher": "other-teacher"})
+        folder = work / "two-teachers"
+        configs = [
+            RepoConfig(
+                "default",
+                "data",
+                RATIONALE_FEATURES,
+                {"train": list(concatenate_datasets([explained, relabelled])), "test": list(ds["test"])},
+            ),
+            RepoConfig("examples", "examples", EXAMPLE_ROW_FEATURES, {k: list(v) for k, v in examples.items()}),
+        ]
+        card_data = DatasetCardData(**write_data_files(folder, configs))
+        DatasetCard(f"---\n{card_data.to_yaml()}\n---\n").save(folder / "README.md")
         HubTarget.from_env().push_folder(
-            folder.parent,
-            "dataset",
-            "synthetic_gsm-rationales",
-            "two teachers",
-            delete_patterns=["data/*", "README.md"],
+            folder, "dataset", "synthetic_gsm-rationales", "two teachers", delete_patterns=["data/*", "examples/*"]
         )
     finally:
         mp.undo()
@@ -153,33 +165,57 @@ def _configs(tmp_path, **overrides):
 def test_multi_teacher_rows_name_their_teacher_in_a_system_turn(hub_env):
     location = str(hub_env / "datasets" / "testorg" / "synthetic_gsm-rationales")
     rows, teachers, tagged = load_training_rows(ScriptArguments(), location)
-    assert teachers == ["other-teacher", "tiny-llama"] and tagged and len(rows) == 20
+    assert teachers == ["other-teacher", "tiny-llama"] and tagged and len(rows) == 16
     roles = [m["role"] for m in rows[0]["messages"]]
     assert roles == ["system", "user", "assistant"]
     assert {r["messages"][0]["content"] for r in rows} == {"Explain like tiny-llama.", "Explain like other-teacher."}
 
     only_one, teachers, tagged = load_training_rows(ScriptArguments(teachers="tiny-llama"), location)
-    assert teachers == ["tiny-llama"] and not tagged and len(only_one) == 10
+    assert teachers == ["tiny-llama"] and not tagged and len(only_one) == 8
     with pytest.raises(ValueError, match="not in"):
         load_training_rows(ScriptArguments(teachers="nobody"), location)
 
 
-def test_label_method_keeps_only_the_final_answer_sentence(hub_env):
-    location = hub_env / "datasets" / "testorg" / "synthetic_gsm-rationales"
-    source = load_dataset(str(location), split="train")
-    answers = dict(zip(source["id"], source["answer"], strict=True))
-    rows, _, tagged = load_training_rows(ScriptArguments(method="label"), str(location))
-    assert len(rows) == 10 and not tagged  # one row per example, not per teacher
+def test_label_method_trains_on_every_example_with_only_the_final_answer_sentence(hub_env):
+    location = str(hub_env / "datasets" / "testorg" / "synthetic_gsm-rationales")
+    examples = load_dataset(location, "examples", split="train")
+    rows, _, tagged = load_training_rows(ScriptArguments(method="label"), location)
+    # All 10 examples once each, also the 2 whose rationales were filtered out; not one row per teacher.
+    assert len(rows) == 10 and not tagged
+    assert len(set(load_dataset(location, split="train")["id"])) == 8
+    questions = {row["messages"][0]["content"]: row["answer"] for row in examples}
+    assert {row["messages"][0]["content"] for row in rows} == set(questions)
     for row in rows:
-        assert [m["role"] for m in row["messages"]] == ["user", "assistant"]
-        assistant = row["messages"][1]["content"]
-        assert (
-            assistant.startswith("The answer is ") and assistant.removeprefix("The answer is ")[:-1] in answers.values()
-        )
+        user, assistant = row["messages"]
+        assert (user["role"], assistant["role"]) == ("user", "assistant")
+        assert assistant["content"] == f"The answer is {questions[user['content']]}."
+
+    # Neither a teacher filter nor a row cap makes the baseline lose examples it should not.
+    assert len(load_training_rows(ScriptArguments(method="label", teachers="tiny-llama"), location)[0]) == 10
+    assert len(load_training_rows(ScriptArguments(method="label", max_train_rows=3), location)[0]) == 3
+
+
+def test_label_method_on_a_repo_without_the_examples_config_falls_back_and_warns(hub_env, tmp_path, caplog):
+    """Repos pushed before the `examples` config: one row per explained example, and a pointer to the fix."""
+    location = hub_env / "datasets" / "testorg" / "synthetic_gsm-rationales"
+    old = tmp_path / "old-repo"
+    shutil.copytree(location / "data", old / "data")  # no card, no examples/: what older builds pushed
+    with caplog.at_level(logging.WARNING, logger="trainers.sft"):
+        rows, _, _ = load_training_rows(ScriptArguments(method="label"), str(old))
+    assert len(rows) == 8
+    assert "make push-data" in caplog.text and "'examples'" in caplog.text
+
+
+def test_label_baseline_card_says_how_many_examples_it_learned(hub_env, tmp_path):
+    location = train(*_configs(tmp_path, method="label", max_steps=2))
+    assert location.endswith("synthetic_gsm-label-1M")
+    card = (Path(location) / "README.md").read_text()
+    assert "config `examples`, split `train`: **10 examples**" in card, card
+    assert "Teachers: none used" in card
 
 
 def test_only_assistant_tokens_carry_labels(hub_env, tmp_path):
-    run = build_run(*_configs(tmp_path))
+    run = build_run(*_configs(tmp_path, max_length=192))  # no row truncated: every one must end in <|im_end|>
     batch = next(iter(run.trainer.get_train_dataloader()))
     tokenizer = run.tokenizer
     for input_ids, labels in zip(batch["input_ids"], batch["labels"], strict=True):
@@ -199,14 +235,39 @@ def test_only_assistant_tokens_carry_labels(hub_env, tmp_path):
 # -- training end to end ----------------------------------------------------------------------------------
 
 
+def generate_in_a_fresh_process(location: str, question: str, max_new_tokens: int) -> str:
+    """Greedy answer of a pushed model loaded with plain transformers in a new interpreter, as a user would."""
+    script = (
+        "import sys, json; from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+        "path, question, n = sys.argv[1], sys.argv[2], int(sys.argv[3])\n"
+        "model = AutoModelForCausalLM.from_pretrained(path); tok = AutoTokenizer.from_pretrained(path)\n"
+        "ids = tok.apply_chat_template([{'role': 'user', 'content': question}], add_generation_prompt=True,"
+        " return_tensors='pt', return_dict=True)\n"
+        "out = model.generate(**ids, max_new_tokens=n, do_sample=False)\n"
+        "print('GENERATED', json.dumps(tok.decode(out[0, ids['input_ids'].shape[1]:], skip_special_tokens=True)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, location, question, str(max_new_tokens)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.split("GENERATED", 1)[1])
+
+
+def logged_losses(output_dir: Path) -> list[float]:
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    return [entry["loss"] for entry in state["log_history"] if "loss" in entry]
+
+
 def test_training_lowers_the_loss_and_pushes_a_model_that_loads_in_a_fresh_process(hub_env, tmp_path, capsys):
     location = train(*_configs(tmp_path))
     assert location == str(hub_env / "models" / "testorg" / "synthetic_gsm-sft-1M")
     printed = capsys.readouterr().out
     assert "tokens/s" in printed and "MFU" in printed
 
-    state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
-    losses = [entry["loss"] for entry in state["log_history"] if "loss" in entry]
+    losses = logged_losses(tmp_path / "out")
     assert len(losses) == 12 and losses[-1] < losses[0] - 1.0, losses
 
     files = {p.name for p in Path(location).iterdir()}
@@ -248,19 +309,7 @@ def test_training_lowers_the_loss_and_pushes_a_model_that_loads_in_a_fresh_proce
     assert revision in card
     assert "base_model" not in card.split("---")[1]  # from scratch: no base model
 
-    script = (
-        "import sys; from transformers import AutoModelForCausalLM, AutoTokenizer\n"
-        "path = sys.argv[1]\n"
-        "model = AutoModelForCausalLM.from_pretrained(path); tok = AutoTokenizer.from_pretrained(path)\n"
-        "ids = tok.apply_chat_template([{'role': 'user', 'content': 'What is 2 + 3?'}], add_generation_prompt=True,"
-        " return_tensors='pt', return_dict=True)\n"
-        "out = model.generate(**ids, max_new_tokens=8, do_sample=False)\n"
-        "print('GENERATED', repr(tok.decode(out[0, ids['input_ids'].shape[1]:])))\n"
-    )
-    result = subprocess.run([sys.executable, "-c", script, location], capture_output=True, text=True, cwd=REPO)
-    assert result.returncode == 0, result.stderr[-2000:]
-    generated = result.stdout.split("GENERATED", 1)[1].strip()
-    assert len(generated) > 2
+    assert len(generate_in_a_fresh_process(location, "What is 2 + 3?", max_new_tokens=8)) > 2
 
 
 def test_lora_pushes_a_merged_model_and_keeps_the_adapter(hub_env, tmp_path):
@@ -288,3 +337,30 @@ def test_a_rerun_resumes_from_the_last_checkpoint(hub_env, tmp_path):
     assert [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2, 3, 4]
     cost = json.loads((Path(location) / "training_cost.json").read_text())
     assert 0 < cost["tokens"] < state["num_input_tokens_seen"]
+
+
+@pytest.mark.teacher
+def test_a_student_pruned_from_the_real_teacher_learns_the_answer_format(hub_env, tmp_path, smol_dir):
+    """SmolLM2-135M-Instruct's real weights, 4 of 30 layers kept: a few label steps teach 'The answer is X.'"""
+    location = train(
+        *_configs(
+            tmp_path,
+            size="135M-prune-4L",
+            method="label",
+            max_steps=6,
+            per_device_train_batch_size=2,
+            learning_rate=3e-4,  # high for a pretrained model, so 12 rows visibly fix what pruning broke
+            max_length=256,
+        )
+    )
+    assert location.endswith("synthetic_gsm-label-135M-prune-4L")
+    losses = logged_losses(tmp_path / "out")
+    assert len(losses) == 6 and losses[-1] < losses[0] / 2, losses
+
+    config = json.loads((Path(location) / "config.json").read_text())
+    assert config["num_hidden_layers"] == 4 and config["pruned_from"]["kept_layers"][-1] == 29
+    card = (Path(location) / "README.md").read_text()
+    assert "**pruned**" in card and "HuggingFaceTB/SmolLM2-135M-Instruct" in card
+    question = load_dataset(str(hub_env / "datasets/testorg/synthetic_gsm-rationales"), "examples", split="test")
+    answer = generate_in_a_fresh_process(location, question[0]["messages"][0]["content"], max_new_tokens=12)
+    assert re.match(r"The answer is -?\d", answer), answer

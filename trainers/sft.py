@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 import transformers
-from datasets import Dataset, load_dataset
+from datasets import Dataset, get_dataset_config_names, load_dataset
 from huggingface_hub import ModelCard, ModelCardData
 from transformers import AutoTokenizer, set_seed
 from transformers.trainer_utils import get_last_checkpoint
@@ -45,6 +45,7 @@ METHODS = {
     "label": "answer-only baseline: the student learns only the closing sentence 'The answer is X.'",
 }
 SMOLLM2_DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+EXAMPLES_CONFIG = "examples"  # every training example of a dataset repo, rationale or not (push_data.repo_configs)
 
 
 @dataclass
@@ -90,6 +91,26 @@ def teacher_instruction(teacher: str) -> str:
     return f"Explain like {teacher}."
 
 
+def label_rows(location: str, rationale_rows: Dataset, script_args: ScriptArguments) -> Dataset:
+    """What the answer-only baseline learns: every training example, once, from the repo's ``examples`` config.
+
+    A baseline trained only on examples some teacher explained would see fewer examples than the students it is
+    compared with could have, so the rationale rows are only a fallback for repos pushed before that config.
+    """
+    if EXAMPLES_CONFIG in get_dataset_config_names(location):
+        if script_args.teachers or script_args.consistent_only:
+            logger.info("label: --teachers/--consistent_only do not restrict the examples; all of them are used")
+        return load_dataset(location, EXAMPLES_CONFIG, split="train")
+    logger.warning(
+        "%s has no %r config, so the label baseline trains only on examples with a surviving rationale "
+        "(one row per example); re-run `make push-data` to add every training example",
+        location,
+        EXAMPLES_CONFIG,
+    )
+    seen: set[str] = set()
+    return rationale_rows.filter(lambda row: not (row["id"] in seen or seen.add(row["id"])))
+
+
 def load_training_rows(script_args: ScriptArguments, location: str) -> tuple[Dataset, list[str], bool]:
     """``(rows with a messages column, teachers kept, whether rows carry teacher system turns)``."""
     rows = load_dataset(location, split="train")
@@ -106,9 +127,7 @@ def load_training_rows(script_args: ScriptArguments, location: str) -> tuple[Dat
         raise ValueError(f"no training rows left in {location} after the teacher/consistency filters")
     teachers = sorted(set(rows["teacher"]))
     if script_args.method == "label":
-        # One row per example: several teachers' rows share the same gold label.
-        seen: set[str] = set()
-        rows = rows.filter(lambda row: not (row["id"] in seen or seen.add(row["id"])))
+        rows = label_rows(location, rows, script_args)
     tagged = script_args.method == "sft" and script_args.teacher_tags and len(teachers) > 1
 
     def to_messages(row: dict) -> dict:
@@ -349,6 +368,7 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: Mod
         dataset_repo=run.dataset_repo,
         dataset_revision=run.dataset_revision or "unknown",
         train_rows=len(rows),
+        train_config=rows.info.config_name or "default",
         teachers=teachers,
         teacher_tags=tagged,
         teacher_instruction_example=teacher_instruction(run.default_teacher),
