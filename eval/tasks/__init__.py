@@ -1,0 +1,1 @@
+"""ScalingDown lm-eval tasks; importable as ``eval.tasks`` for :data:`utils.TASK_NAMES`."""

@@ -1,0 +1,206 @@
+"""The lm-eval tasks in eval/tasks: found by lm-eval, prompted word for word as students were trained, scored with
+the builders' answer extraction, and run end to end by the stock `lm_eval` CLI and `simple_evaluate` on a tiny model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pytest
+from lm_eval.tasks import TaskManager
+from lm_eval.tasks._yaml_loader import load_yaml
+
+from datasets_builders import push_data
+from datasets_builders.tasks import TASKS, get_task, load_examples
+from eval.tasks.utils import (
+    MC_TASK_NAMES,
+    TASK_NAMES,
+    TASKS_DIR,
+    doc_to_choice,
+    doc_to_choice_index,
+    doc_to_target,
+    doc_to_text,
+    one_row_per_example,
+    process_results,
+)
+from scalingdown.answers import format_final_answer
+from scalingdown.prompts import student_prompt
+
+REPO = Path(__file__).resolve().parents[1]
+LETTER_AND_YESNO = {"aqua_rat", "arc_easy", "arc_challenge", "openbookqa", "pubmedqa"}
+
+
+@pytest.fixture(scope="module")
+def task_manager() -> TaskManager:
+    return TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
+
+
+def task_config(task_manager: TaskManager, name: str, dataset_path: Path) -> dict:
+    """A registered task's YAML (includes and functions resolved) pointed at another dataset: how the runner
+    overrides ``dataset_path`` through ``simple_evaluate``."""
+    return load_yaml(task_manager.task_index[name].yaml_path) | {"dataset_path": str(dataset_path)}
+
+
+def write_rationale_repo(folder: Path, task: str, shared_data: Path, n_train: int = 3, n_test: int = 4) -> Path:
+    """A tiny rationale dataset repo in the push-data layout: two teachers per train example, test without rationale."""
+    kind = get_task(task).answer_kind
+    train, _ = load_examples(task, "train", data=shared_data / task, limit=n_train)
+    test, _ = load_examples(task, "test", data=shared_data / task, limit=n_test)
+    train_rows = [
+        {
+            **example,
+            "teacher": teacher,
+            "mode": "teacher_forced",
+            # A blank line inside, as real teacher rationales have; few-shot blocks must survive it.
+            "rationale": f"We compare the options.\n\nOnly one fits. {format_final_answer(example['answer'])}",
+            "consistent": teacher == "teacher-b",
+            "messages": [],
+        }
+        for example in train
+        for teacher in ("teacher-a", "teacher-b")
+    ]
+    (folder / "data").mkdir(parents=True)
+    for split, rows in {"train": train_rows, "test": push_data.test_rows(test, kind)}.items():
+        datasets.Dataset.from_list(rows, features=push_data.RATIONALE_FEATURES).to_parquet(
+            folder / "data" / f"{split}-00000-of-00001.parquet"
+        )
+    return folder
+
+
+def test_every_task_and_mc_variant_is_found_by_lm_eval(task_manager):
+    assert set(TASK_NAMES) == set(TASKS)
+    assert set(MC_TASK_NAMES) == LETTER_AND_YESNO
+    assert set(TASK_NAMES.values()) | set(MC_TASK_NAMES.values()) == set(task_manager.all_subtasks)
+    assert task_manager.task_index["scalingdown"].tags == set(TASK_NAMES.values())
+    assert task_manager.task_index["scalingdown_mc"].tags == set(MC_TASK_NAMES.values())
+    for task, name in [*TASK_NAMES.items(), *MC_TASK_NAMES.items()]:
+        config = load_yaml(task_manager.task_index[name].yaml_path)  # what the runner reads: self-contained
+        assert config["dataset_path"] == f"hub/datasets/scalingdown/{task}-rationales"
+        assert config["output_type"] == ("multiple_choice" if name.endswith("_mc") else "generate_until")
+        assert (config["test_split"], config["fewshot_split"]) == ("test", "train")
+        assert callable(config["doc_to_text"]) and callable(config["process_docs"])
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_prompt_is_the_training_user_turn(task, shared_data):
+    """doc_to_text is the user turn push-data writes into `messages`, for real rows of every task."""
+    data = None if task == "synthetic_gsm" else shared_data / task
+    examples, _ = load_examples(task, "test", data=data, limit=20)
+    for row in push_data.test_rows(examples, get_task(task).answer_kind):
+        assert doc_to_text(row) == row["messages"][0]["content"]
+        assert doc_to_text(row) == student_prompt(row["question"], row["choices"], get_task(task).answer_kind)
+        assert doc_to_target(row) == format_final_answer(row["answer"])
+        if task in LETTER_AND_YESNO:
+            assert doc_to_choice(row)[doc_to_choice_index(row)] in (row["choices"] or [row["answer"]])
+
+
+@pytest.mark.skipif(not (REPO / "hub" / "datasets" / "scalingdown").is_dir(), reason="no local rationale repos built")
+def test_prompt_matches_the_local_rationale_repos():
+    for folder in sorted((REPO / "hub" / "datasets" / "scalingdown").glob("*-rationales")):
+        dataset = datasets.load_dataset(str(folder))
+        for row in dataset["train"]:
+            assert doc_to_text(row) == row["messages"][0]["content"]
+            assert doc_to_target(row) == row["messages"][1]["content"]
+
+
+@pytest.mark.parametrize(
+    ("task", "choices", "answer", "right", "wrong", "unparsed"),
+    [
+        (
+            "gsm8k",
+            None,
+            "1234",
+            "12 * 100 = 1,200, plus 34.\n\nThe answer is 1,234.",
+            "The answer is 1,243.",
+            "No idea.",
+        ),
+        (
+            "arc_easy",
+            ["red", "blue", "green"],
+            "B",
+            "Blue is right. The answer is B.",
+            "The answer is C.",
+            "The answer is D.",
+        ),
+        ("pubmedqa", None, "maybe", "The data are mixed. The answer is maybe.", "The answer is no.", "Unclear."),
+    ],
+)
+def test_process_results_scores_with_the_builders_extraction(task, choices, answer, right, wrong, unparsed):
+    doc = {"task": task, "choices": choices, "answer": answer}
+    assert process_results(doc, [right]) == {"exact_match": 1, "parsed": 1}
+    assert process_results(doc, [wrong]) == {"exact_match": 0, "parsed": 1}
+    assert process_results(doc, [unparsed]) == {"exact_match": 0, "parsed": 0}  # D is not among three choices
+
+
+def test_one_row_per_example_prefers_a_consistent_rationale():
+    rows = datasets.Dataset.from_dict(
+        {"id": ["a", "a", "b", "c", "c"], "consistent": [False, True, False, True, True], "rationale": list("12345")}
+    )
+    assert one_row_per_example(rows)["rationale"] == ["2", "3", "4"]
+    unique = rows.select([0, 2, 3])
+    assert one_row_per_example(unique) is unique  # the test split: one row per example already
+
+
+def test_stock_cli_runs_both_variants_on_an_overridden_dataset(tmp_path, tiny_teacher_dir, shared_data):
+    """`lm_eval --include_path DIR` with DIR holding YAMLs that include ours and set `dataset_path`."""
+    repo = write_rationale_repo(tmp_path / "arc_easy-rationales", "arc_easy", shared_data)
+    include = tmp_path / "tasks"
+    include.mkdir()
+    for name in (TASK_NAMES["arc_easy"], MC_TASK_NAMES["arc_easy"]):
+        (include / f"{name}.yaml").write_text(f"include: {TASKS_DIR / name}.yaml\ndataset_path: {repo}\n")
+    lm_eval = Path(sys.executable).with_name("lm_eval")
+    command = [
+        str(lm_eval),
+        "--model", "hf",
+        "--model_args", f"pretrained={tiny_teacher_dir}",
+        "--device", "cpu",
+        "--include_path", str(include),
+        "--tasks", f"{TASK_NAMES['arc_easy']},{MC_TASK_NAMES['arc_easy']}",
+        "--limit", "3",
+        "--gen_kwargs", "max_gen_toks=16",  # a random model never stops on its own; 16 tokens keep the test fast
+        "--output_path", str(tmp_path / "results"),
+    ]  # fmt: skip
+    # One thread: a tiny model gains nothing from more, and on a shared CPU spinning threads cost seconds.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    (results_file,) = (tmp_path / "results").glob("*/results_*.json")
+    results = json.loads(results_file.read_text())["results"]
+    generation, mc = results[TASK_NAMES["arc_easy"]], results[MC_TASK_NAMES["arc_easy"]]
+    assert 0 <= generation["exact_match,none"] <= generation["parsed,none"] <= 1
+    assert 0 <= mc["acc,none"] <= 1 and 0 <= mc["acc_norm,none"] <= 1
+    assert json.loads(results_file.read_text())["n-samples"][MC_TASK_NAMES["arc_easy"]]["effective"] == 3
+
+
+def test_simple_evaluate_with_chat_template_shows_the_student_prompt(
+    tmp_path, tiny_teacher_dir, shared_data, task_manager
+):
+    """The runner's path: a config dict with `dataset_path` overridden, chat template, one shot, samples logged."""
+    from lm_eval import simple_evaluate
+
+    repo = write_rationale_repo(tmp_path / "arc_easy-rationales", "arc_easy", shared_data)
+    name = TASK_NAMES["arc_easy"]
+    output = simple_evaluate(
+        model="hf",
+        model_args={"pretrained": str(tiny_teacher_dir), "device": "cpu"},
+        tasks=[task_config(task_manager, name, repo)],
+        task_manager=task_manager,
+        num_fewshot=1,
+        limit=2,
+        apply_chat_template=True,
+        gen_kwargs={"max_gen_toks": 8},
+        log_samples=True,
+    )
+    train = one_row_per_example(datasets.load_dataset(str(repo), split="train"))
+    for sample in output["samples"][name]:
+        prompt = sample["arguments"][0][0]
+        shot = f"<|im_start|>user\n{doc_to_text(train[0])}<|im_end|>\n<|im_start|>assistant\n{train[0]['rationale']}"
+        assert prompt.startswith("<|im_start|>system\n") and shot in prompt
+        assert train[0]["teacher"] == "teacher-b"  # the consistent one of its two rows
+        assert prompt.endswith(f"<|im_start|>user\n{doc_to_text(sample['doc'])}<|im_end|>\n<|im_start|>assistant\n")
+    assert set(output["results"][name]) >= {"exact_match,none", "parsed,none"}
