@@ -34,11 +34,22 @@ SIZES ?= 1M 3M 8M
 RECIPE ?= $(METHOD)$(if $(LORA),-lora)
 TRAIN_CONFIG ?= $(firstword $(wildcard recipes/train/$(TASK)/$(RECIPE).yaml) recipes/train/synthetic_gsm/$(RECIPE).yaml)
 
+# eval (every variable is a flag of `python -m eval.run --help`); LIMIT given on the command line applies here too
+MODELS ?=
+EVAL_ARGS ?=
+EVAL_TEACHERS ?=
+VARIANTS ?= cot
+EVAL_LIMIT ?= 100
+EVAL_BATCH_SIZE ?= 16
+EVAL_LIMIT_USED = $(if $(filter command line,$(origin LIMIT)),$(LIMIT),$(EVAL_LIMIT))
+EVAL_FLAGS = --task $(TASK) --variants $(VARIANTS) --limit $(EVAL_LIMIT_USED) --batch_size $(EVAL_BATCH_SIZE) \
+	$(if $(MODELS),--models '$(MODELS)') $(if $(EVAL_TEACHERS),--teachers $(EVAL_TEACHERS)) $(EVAL_ARGS)
+
 PUSH_DATA_FLAGS = --task $(TASK) --teachers $(TEACHERS) --limit $(LIMIT) --test_limit $(TEST_LIMIT) \
 	--mode $(MODE) --max_new_tokens $(MAX_NEW_TOKENS) --batch_size $(BATCH_SIZE) --consistency $(CONSISTENCY) \
 	$(if $(DATA),--data $(DATA)) $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
 
-.PHONY: help install push-data train sweep sizes demo test lint bench-generation clean
+.PHONY: help install push-data train sweep sizes eval demo test lint bench-generation clean
 
 help:
 	@echo "make demo                 run the whole flow on the embedded default (synthetic_gsm, packaged teachers)"
@@ -46,6 +57,7 @@ help:
 	@echo "make push-data TASK=... TEACHERS=... DATA=... LIMIT=...   teacher rationales -> dataset repo"
 	@echo "make train SIZE=1M METHOD=sft|label LORA=1   rationale dataset repo -> one student model repo"
 	@echo "make sweep SIZES=\"1M 3M 8M\"   train every size in the list (RECIPE=sft-pretrained for 135M/pruned)"
+	@echo "make eval TASK=... MODELS=... LIMIT=...   lm-eval scores teachers and students -> leaderboard repo + answer"
 	@echo "make sizes                the student size registry: total and non-embedding parameters"
 	@echo "make bench-generation     batched vs naive teacher generation throughput"
 
@@ -80,8 +92,13 @@ sweep: install
 sizes: install
 	$(PY) -m trainers.sizes
 
-demo: push-data sweep
-	@echo "demo done: dataset repo $(HUB_DIR)/datasets/$(ORG)/$(TASK)-rationales, students $(HUB_DIR)/models/$(ORG)/"
+eval: install
+	$(PY) -m eval.run $(EVAL_FLAGS)
+
+demo: push-data sweep eval
+	@echo "demo done: dataset repo $(HUB_DIR)/datasets/$(ORG)/$(TASK)-rationales, students $(HUB_DIR)/models/$(ORG)/,"
+	@echo "leaderboard $(HUB_DIR)/datasets/$(ORG)/$(TASK)-leaderboard; the answer:"
+	@sed -n 3p outputs/eval/$(TASK)/report.md
 
 lint: install
 	$(VENV)/bin/ruff check .

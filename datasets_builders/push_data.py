@@ -21,7 +21,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from datasets import Dataset, DatasetInfo, Features, List, SplitDict, SplitInfo, Value
+from datasets import Dataset, Features, List, Value
 from huggingface_hub import DatasetCard, DatasetCardData
 from tqdm.auto import tqdm
 
@@ -40,6 +40,7 @@ from datasets_builders.teacher_base import GenerationSettings
 from datasets_builders.teachers import DEFAULT_TEACHERS, load_teacher, teacher_name
 from model_cards import template_path
 from scalingdown.answers import format_final_answer
+from scalingdown.dataset_repo import RepoConfig, write_data_files
 from scalingdown.hub import HubTarget, dataset_repo_name
 from scalingdown.prompts import student_messages
 from scalingdown.schema import EXAMPLE_FEATURES
@@ -59,17 +60,6 @@ RATIONALE_FEATURES = Features(
 )
 # Every example of the build, whether or not a rationale survived: what the `label` baseline trains on.
 EXAMPLE_ROW_FEATURES = Features({**EXAMPLE_FEATURES, "messages": MESSAGES})
-
-
-@dataclass
-class RepoConfig:
-    """One config of the dataset repo: one parquet file per split under ``data_dir/``, declared in the card."""
-
-    name: str
-    data_dir: str
-    features: Features
-    splits: dict[str, list[dict]]
-    description: str = ""
 
 
 @dataclass
@@ -327,43 +317,6 @@ def render_card(
         load_report=load_report,
         decontamination=contamination,
     )
-
-
-def write_data_files(folder: Path, configs: list[RepoConfig]) -> dict:
-    """Write ``{data_dir}/{split}-00000-of-00001.parquet`` per config; return the card's ``dataset_info`` and
-    ``configs`` entries.
-
-    ``configs`` is what lets ``load_dataset(repo, name)`` find each config's files. ``dataset_info`` (features,
-    split sizes, download size per config) is what ``push_to_hub`` puts in a card; it also keys the ``datasets``
-    cache of a local folder, so a re-pushed repo is never read from a stale cache.
-    """
-    infos, card_configs = [], []
-    for config in configs:
-        data = folder / config.data_dir
-        data.mkdir(parents=True, exist_ok=True)
-        split_infos, download_size = SplitDict(), 0
-        for split, rows in config.splits.items():
-            dataset = Dataset.from_list(rows, features=config.features)
-            path = data / f"{split}-00000-of-00001.parquet"
-            dataset.to_parquet(path)
-            download_size += path.stat().st_size
-            split_infos.add(SplitInfo(name=split, num_bytes=dataset.data.nbytes, num_examples=len(dataset)))
-        info = DatasetInfo(
-            features=config.features,
-            splits=split_infos,
-            download_size=download_size,
-            dataset_size=sum(s.num_bytes for s in split_infos.values()),
-        )
-        infos.append({"config_name": config.name, **info._to_yaml_dict()})
-        card_configs.append(
-            {
-                "config_name": config.name,
-                "data_files": [
-                    {"split": split, "path": f"{config.data_dir}/{split}-*.parquet"} for split in config.splits
-                ],
-            }
-        )
-    return {"dataset_info": infos, "configs": card_configs}
 
 
 def print_summary(counts: list[dict], repo_location: str) -> None:

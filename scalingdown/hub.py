@@ -107,6 +107,14 @@ class HubTarget:
         info = self._api().repo_info(self.repo_id(name), repo_type=repo_type)
         return info.sha
 
+    def local_folder(self, repo_type: RepoType, name: str) -> Path:
+        """A local folder holding the repo's files: the repo itself, or a Hub snapshot in the HF cache."""
+        if self.kind == "local":
+            return self.local_path(repo_type, name)
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(self.repo_id(name), repo_type=repo_type, token=self.token))
+
     # -- writing --------------------------------------------------------------------------------
     def push_folder(
         self,

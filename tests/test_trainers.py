@@ -18,8 +18,9 @@ from huggingface_hub import DatasetCard, DatasetCardData
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 from trl import ModelConfig, SFTConfig
 
-from datasets_builders.push_data import EXAMPLE_ROW_FEATURES, RATIONALE_FEATURES, RepoConfig, write_data_files
+from datasets_builders.push_data import EXAMPLE_ROW_FEATURES, RATIONALE_FEATURES
 from datasets_builders.push_data import main as push_data
+from scalingdown.dataset_repo import RepoConfig, write_data_files
 from scalingdown.hub import HubTarget
 from trainers.sft import ScriptArguments, build_run, load_training_rows
 from trainers.sft import main as train

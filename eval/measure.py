@@ -1,0 +1,230 @@
+"""Score one model on one task variant with lm-eval, and measure its memory and speed, in a process of its own.
+
+    python -m eval.measure --request request.json --output result.json
+
+The runner starts one process per (model, variant), so the peak RSS is that model's own and a model that
+fails to load or crashes becomes a failed leaderboard row instead of ending the run. lm-eval's ``hf`` model
+does the scoring (``simple_evaluate`` with our task YAMLs, the dataset path overridden to the Hub target);
+a timing subclass records the wall time and generated tokens of lm-eval's own batched pass, then replays the
+first few requests one at a time for latency at batch 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+TASKS_DIR = REPO / "eval" / "tasks"
+
+
+@dataclass
+class MeasureRequest:
+    """What to score and how: everything that changes the result is in here (and so in the cache key)."""
+
+    model_path: str
+    lm_eval_task: str
+    dataset_path: str
+    chat: bool = True
+    num_fewshot: int = 0
+    limit: int | None = None
+    batch_size: int = 16
+    latency_samples: int = 4
+    device: str | None = None
+    trust_remote_code: bool = False
+    max_gen_toks: int | None = None
+
+
+@dataclass
+class MeasureResult:
+    status: str = "ok"  # ok | failed
+    error: str | None = None
+    metric: str | None = None
+    accuracy: float | None = None
+    stderr: float | None = None
+    parsed_rate: float | None = None
+    n: int = 0
+    latency_s: float | None = None  # per answer at the eval batch size (wall / answers)
+    tokens_per_s: float | None = None
+    latency_s_batch1: float | None = None
+    tokens_per_s_batch1: float | None = None
+    generated_tokens: int | None = None
+    peak_rss_mb: float | None = None
+    peak_gpu_mb: float | None = None
+    device: str | None = None
+    lm_eval_version: str | None = None
+    seconds: float | None = None
+    samples: list[dict] = field(default_factory=list)
+
+
+def task_config(name: str, dataset_path: str, max_gen_toks: int | None = None) -> dict:
+    """Our YAML for ``name`` with includes and ``!function`` resolved, reading data from ``dataset_path``.
+
+    lm-eval builds a task from a dict as it is (no merge with the registered YAML), so the runner resolves the
+    YAML itself and overrides only the data location.
+    """
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    file = TASKS_DIR / f"{name}.yaml"
+    if not file.is_file():
+        raise FileNotFoundError(f"no lm-eval task {name} in {TASKS_DIR}")
+    config = load_yaml(str(file), resolve_func=True)
+    config["dataset_path"] = dataset_path
+    if max_gen_toks:
+        config.setdefault("generation_kwargs", {})["max_gen_toks"] = max_gen_toks
+    return config
+
+
+def timed_lm_class():
+    """lm-eval's HFLM, recording wall time, answers and generated tokens of every generate/loglikelihood call."""
+    from lm_eval.models.huggingface import HFLM
+
+    class TimedHFLM(HFLM):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.calls: list[dict] = []
+            self.generation_requests: list = []
+
+        def generate_until(self, requests, disable_tqdm: bool = False):
+            start = time.perf_counter()
+            outputs = super().generate_until(requests, disable_tqdm=disable_tqdm)
+            seconds = time.perf_counter() - start
+            tokens = sum(len(self.tok_encode(text, add_special_tokens=False)) for text in outputs)
+            self.calls.append({"kind": "generate", "answers": len(outputs), "tokens": tokens, "seconds": seconds})
+            self.generation_requests.extend(requests)
+            return outputs
+
+        def loglikelihood(self, requests, disable_tqdm: bool = False):
+            start = time.perf_counter()
+            outputs = super().loglikelihood(requests, disable_tqdm=disable_tqdm)
+            self.calls.append(
+                {"kind": "loglikelihood", "answers": len(requests), "seconds": time.perf_counter() - start}
+            )
+            return outputs
+
+    return TimedHFLM
+
+
+def measure(request: MeasureRequest) -> MeasureResult:
+    """Run lm-eval on one model and task; raise on any failure (the caller turns it into a failed row)."""
+    import lm_eval
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    device = request.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    started = time.perf_counter()
+    lm = timed_lm_class()(
+        pretrained=request.model_path,
+        device=device,
+        dtype="float32" if device == "cpu" else "auto",
+        batch_size=request.batch_size,
+        trust_remote_code=request.trust_remote_code,
+    )
+    config = task_config(request.lm_eval_task, request.dataset_path, request.max_gen_toks)
+    output = simple_evaluate(
+        model=lm,
+        tasks=[config],
+        task_manager=TaskManager(include_path=str(TASKS_DIR)),
+        num_fewshot=request.num_fewshot or None,
+        limit=request.limit or None,
+        apply_chat_template=request.chat,
+        fewshot_as_multiturn=request.chat and bool(request.num_fewshot),
+        log_samples=True,
+        bootstrap_iters=1000,  # mean metrics get the closed-form stderr; 0 would drop it
+        random_seed=0,
+        numpy_random_seed=0,
+        torch_random_seed=0,
+        fewshot_random_seed=0,
+    )
+    scores = output["results"][request.lm_eval_task]
+    metric = "exact_match" if "exact_match,none" in scores else "acc"
+    result = MeasureResult(metric=metric, device=device, lm_eval_version=lm_eval.__version__)
+    result.accuracy = float(scores[f"{metric},none"])
+    stderr = scores.get(f"{metric}_stderr,none")
+    result.stderr = float(stderr) if isinstance(stderr, (int, float)) and not math.isnan(stderr) else None
+    samples = output["samples"][request.lm_eval_task]
+    result.n = len(samples)
+    if "parsed,none" in scores:
+        result.parsed_rate = float(scores["parsed,none"])
+    result.samples = [sample_row(s, metric) for s in samples]
+
+    generate = [c for c in lm.calls if c["kind"] == "generate"]
+    timed = generate or lm.calls
+    seconds = sum(c["seconds"] for c in timed)
+    answers = sum(c["answers"] for c in timed)
+    result.latency_s = seconds / answers if answers else None
+    if generate:
+        result.generated_tokens = sum(c["tokens"] for c in generate)
+        result.tokens_per_s = result.generated_tokens / seconds if seconds else None
+        probe = lm.generation_requests[: request.latency_samples]
+        if probe:
+            lm.batch_size_per_gpu = 1
+            start = time.perf_counter()
+            outputs = [lm.generate_until([r], disable_tqdm=True)[0] for r in probe]
+            seconds_1 = time.perf_counter() - start
+            tokens_1 = sum(len(lm.tok_encode(text, add_special_tokens=False)) for text in outputs)
+            result.latency_s_batch1 = seconds_1 / len(probe)
+            result.tokens_per_s_batch1 = tokens_1 / seconds_1 if seconds_1 else None
+    if result.parsed_rate == 0.0 and result.n:
+        result.status = "failed"
+        result.error = (
+            f"no parseable final answer in {result.n} responses (e.g. {result.samples[0]['response']!r:.120})"
+        )
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def mark_unparseable(result: MeasureResult) -> MeasureResult:
+    """A model none of whose answers has a final answer fails, with one of them quoted as the reason."""
+    if result.parsed_rate == 0.0 and result.n:
+        result.status = "failed"
+        example = repr(result.samples[0]["response"])[:120] if result.samples else "''"
+        result.error = f"no parseable final answer in {result.n} responses (e.g. {example})"
+    return result
+
+
+def sample_row(sample: dict, metric: str) -> dict:
+    """One answered example, compact: what the Space shows side by side."""
+    doc = sample.get("doc", {})
+    response = sample.get("resps", [[None]])[0]
+    response = response[0] if isinstance(response, list) and response else response
+    return {
+        "id": doc.get("id", str(sample.get("doc_id"))),
+        "question": doc.get("question"),
+        "answer": doc.get("answer"),
+        "response": response if isinstance(response, str) else json.dumps(sample.get("resps"))[:2000],
+        "correct": bool(sample.get(metric, 0)),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--request", required=True, help="JSON file with a MeasureRequest.")
+    parser.add_argument("--output", required=True, help="Where the MeasureResult JSON goes.")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    request = MeasureRequest(**json.loads(Path(args.request).read_text()))
+    try:
+        result = measure(request)
+    except Exception as error:  # any failure is one failed row, reported with its cause
+        traceback.print_exc()
+        result = MeasureResult(status="failed", error=f"{type(error).__name__}: {error}"[:500])
+    result.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    if torch.cuda.is_available():
+        result.peak_gpu_mb = torch.cuda.max_memory_allocated() / 2**20
+    Path(args.output).write_text(json.dumps(asdict(result)))
+    return 0 if result.status == "ok" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The scaling-down answer: the smallest student that beats the best teacher, and the plot that shows it.
+
+A student "beats" a teacher when its accuracy is higher; the sentence also says whether the margin exceeds
+the combined standard error (sqrt(se_s^2 + se_t^2)), because on a few hundred test questions a couple of
+points is noise.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+
+def _ok(rows: list[dict], variant: str) -> list[dict]:
+    return [r for r in rows if r["status"] == "ok" and r["variant"] == variant and r["accuracy"] is not None]
+
+
+def _pct(row: dict) -> str:
+    stderr = f" ± {100 * row['stderr']:.1f}" if row.get("stderr") is not None else ""
+    return f"{100 * row['accuracy']:.1f}%{stderr}"
+
+
+def _params(row: dict) -> str:
+    total = row.get("params_total")
+    if not total:
+        return "unknown size"
+    return f"{total / 1e9:.2f}B params" if total >= 1e9 else f"{total / 1e6:.1f}M params"
+
+
+def scaling_down_answer(rows: list[dict], task: str, variant: str = "cot") -> str:
+    """One sentence (or two) answering the project's question for one task and variant."""
+    rows = _ok(rows, variant)
+    teachers = [r for r in rows if r["role"] == "teacher"]
+    students = [r for r in rows if r["role"] in ("student", "ensemble")]
+    if not teachers:
+        return f"{task}: no teacher was scored successfully, so there is nothing to beat yet."
+    best = max(teachers, key=lambda r: r["accuracy"])
+    if not students:
+        return f"{task}: no student was scored successfully yet; the best teacher is {best['model']} at {_pct(best)}."
+    winners = sorted(
+        (r for r in students if r["accuracy"] > best["accuracy"]),
+        key=lambda r: (r.get("params_total") or math.inf, -r["accuracy"]),
+    )
+    if not winners:
+        top = max(students, key=lambda r: r["accuracy"])
+        gap = 100 * (best["accuracy"] - top["accuracy"])
+        return (
+            f"{task}: no student beats the best teacher yet. Best teacher: {best['model']} ({_params(best)}) at "
+            f"{_pct(best)}; best student: {top['model']} ({_params(top)}) at {_pct(top)}, {gap:.1f} points behind."
+        )
+    win = winners[0]
+    margin = win["accuracy"] - best["accuracy"]
+    combined = math.sqrt((win.get("stderr") or 0) ** 2 + (best.get("stderr") or 0) ** 2)
+    significance = (
+        "more than one combined standard error"
+        if combined and margin > combined
+        else "within one combined standard error, so not yet a clear win"
+    )
+    return (
+        f"{task}: the smallest student that beats the best teacher is {win['model']} ({_params(win)}) at "
+        f"{_pct(win)} vs {best['model']} ({_params(best)}) at {_pct(best)}: +{100 * margin:.1f} points, "
+        f"{significance}."
+    )
+
+
+def plot_scaling_down(rows: list[dict], task: str, path: str | Path, variant: str = "cot") -> Path:
+    """Accuracy vs parameters (log x): one series per method, teachers as horizontal lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = _ok(rows, variant)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    students = [r for r in rows if r["role"] != "teacher" and r.get("params_total")]
+    series: dict[str, list[dict]] = {}
+    for row in students:
+        label = f"{row.get('method') or 'student'}{' (LoRA)' if row.get('lora') else ''}"
+        series.setdefault(label, []).append(row)
+    for label, members in sorted(series.items()):
+        members.sort(key=lambda r: r["params_total"])
+        ax.errorbar(
+            [r["params_total"] for r in members],
+            [100 * r["accuracy"] for r in members],
+            yerr=[100 * (r.get("stderr") or 0) for r in members],
+            marker="o",
+            capsize=3,
+            label=f"students: {label}",
+        )
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, row in enumerate(sorted((r for r in rows if r["role"] == "teacher"), key=lambda r: -r["accuracy"])):
+        colour = colours[(i + len(series)) % len(colours)]
+        ax.axhline(
+            100 * row["accuracy"], linestyle="--", color=colour, label=f"teacher: {row['model']} ({_params(row)})"
+        )
+        if row.get("stderr"):
+            low, high = 100 * (row["accuracy"] - row["stderr"]), 100 * (row["accuracy"] + row["stderr"])
+            ax.axhspan(low, high, color=colour, alpha=0.1)
+    ax.set_xscale("log")
+    ax.set_xlabel("student parameters (total, log scale)")
+    ax.set_ylabel(f"accuracy on the {task} test split (%)")
+    ax.set_title(f"Scaling down: {task} ({'chain of thought' if variant == 'cot' else 'log-likelihood'})")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,288 @@
+"""Score every teacher and student of a task and publish the leaderboard (the ``make eval`` stage).
+
+    python -m eval.run --task synthetic_gsm
+    python -m eval.run --task arc_easy --variants cot,mc --models 'arc_easy-sft-*' --limit 50
+
+For each model and variant, ``eval.measure`` runs lm-eval in a process of its own (accuracy ± stderr, peak
+memory, latency and tokens/s at the eval batch size and at batch 1). Results are cached under the scalingdown
+cache keyed by the model's weights, the task files, the dataset revision and the settings, so scoring one new
+model does not re-run the others. Then: the ``{task}-leaderboard`` dataset repo (rows, per-answer samples,
+the scaling-down plot and answer in its card), and each student card's ``model-index`` and results section.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from trl import TrlParser
+
+from datasets_builders.tasks import TASKS
+from eval.leaderboard import load_board, markdown_table, merge, merge_samples, push_board, update_model_card
+from eval.measure import TASKS_DIR, MeasureRequest, MeasureResult
+from eval.models import EvalModel, select, student_models, teacher_models, with_facts
+from eval.report import plot_scaling_down, scaling_down_answer
+from scalingdown.cache import cache_dir
+from scalingdown.hub import HubTarget, dataset_repo_name, leaderboard_repo_name
+
+logger = logging.getLogger("eval.run")
+VARIANTS = {"cot": "scalingdown_{task}", "mc": "scalingdown_{task}_mc"}
+
+
+@dataclass
+class EvalArguments:
+    """What to score and how. Every field is a flag (``python -m eval.run --help``) and a YAML key."""
+
+    task: str = field(default="synthetic_gsm", metadata={"help": f"One of {sorted(TASKS)}."})
+    models: str | None = field(
+        default=None, metadata={"help": "Comma-separated model names or globs to (re)score; default: all."}
+    )
+    teachers: str | None = field(
+        default=None,
+        metadata={"help": "Teacher specs to score (default: the packaged teachers named in the dataset repo)."},
+    )
+    variants: str = field(default="cot", metadata={"help": "cot (generate + parse) and/or mc (log-likelihood)."})
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "Dataset repo or local folder with a test split (default: the Hub target's)."}
+    )
+    limit: int = field(default=100, metadata={"help": "Test questions per model; 0 = the whole test split."})
+    batch_size: int = field(default=16, metadata={"help": "lm-eval batch size (latency is also measured at 1)."})
+    latency_samples: int = field(default=4, metadata={"help": "Questions replayed one by one for batch-1 latency."})
+    max_gen_toks: int | None = field(default=None, metadata={"help": "Override the task's max generated tokens."})
+    device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1 (default: cuda if available)."})
+    force: bool = field(default=False, metadata={"help": "Ignore cached results and score again."})
+    push: bool = field(default=True, metadata={"help": "Push the leaderboard repo and update student cards."})
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; use one of {sorted(TASKS)}")
+        unknown = set(self.variant_list) - set(VARIANTS)
+        if unknown:
+            raise ValueError(f"unknown variants {sorted(unknown)}; use cot and/or mc")
+        if "mc" in self.variant_list and not (TASKS_DIR / f"scalingdown_{self.task}_mc.yaml").is_file():
+            raise ValueError(f"{self.task} has no multiple-choice variant; use --variants cot")
+
+    @property
+    def variant_list(self) -> list[str]:
+        return [v.strip() for v in self.variants.split(",") if v.strip()]
+
+
+def task_files_key() -> str:
+    """Changes whenever a task YAML or utils.py does (their prompts and scoring are part of a result)."""
+    digest = hashlib.sha256()
+    for file in sorted(TASKS_DIR.glob("*")):
+        if file.is_file() and file.suffix in (".yaml", ".py", "") and not file.name.startswith("."):
+            digest.update(file.name.encode() + file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def dataset_revision(location: str) -> str | None:
+    if Path(location, ".git").is_dir():
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=location, capture_output=True, text=True)
+        return done.stdout.strip() or None
+    return None
+
+
+def check_test_split(location: str, task: str) -> str | None:
+    """None when the dataset has a usable test split, else the message every row of this run carries."""
+    from datasets import load_dataset
+
+    try:
+        test = load_dataset(location, split="test")
+    except (ValueError, FileNotFoundError) as error:
+        return (
+            f"{location} has no test split ({type(error).__name__}: {str(error)[:120]}); "
+            f"run `make push-data TASK={task}` (it writes one) or pass DATASET=<repo or folder with a test split>"
+        )
+    if len(test) == 0:
+        return f"{location} has an empty test split; run `make push-data TASK={task} TEST_LIMIT=100`"
+    return None
+
+
+def run_measure(request: MeasureRequest, log_dir: Path) -> MeasureResult:
+    """``eval.measure`` in a fresh process: its own peak memory, and a crash becomes a failed result."""
+    with tempfile.TemporaryDirectory() as scratch:
+        request_file, output_file = Path(scratch) / "request.json", Path(scratch) / "result.json"
+        request_file.write_text(json.dumps(asdict(request)))
+        command = [sys.executable, "-m", "eval.measure", "--request", str(request_file), "--output", str(output_file)]
+        log_file = log_dir / f"{Path(request.model_path).name}-{request.lm_eval_task}.log"
+        with open(log_file, "w") as log:
+            env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+            done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=TASKS_DIR.parents[1], env=env)
+        if output_file.is_file():
+            return MeasureResult(**json.loads(output_file.read_text()))
+        tail = log_file.read_text()[-400:].strip().splitlines()
+        return MeasureResult(status="failed", error=f"scoring process exited {done.returncode}: {' '.join(tail[-3:])}")
+
+
+def result_row(model: EvalModel, result: MeasureResult, context: dict) -> dict:
+    """One leaderboard row from a model and its result."""
+    return {
+        "model": model.name,
+        "role": model.role,
+        "task": context["task"],
+        "variant": context["variant"],
+        "lm_eval_task": context["lm_eval_task"],
+        "metric": result.metric,
+        "accuracy": result.accuracy,
+        "stderr": result.stderr,
+        "parsed_rate": result.parsed_rate,
+        "n": result.n,
+        "status": result.status,
+        "error": result.error,
+        "method": model.method,
+        "size": model.size,
+        "init": model.init,
+        "lora": model.lora,
+        "params_total": model.params_total,
+        "params_non_embedding": model.params_non_embedding,
+        "chat": model.chat,
+        "num_fewshot": model.num_fewshot,
+        "batch_size": context["batch_size"],
+        "peak_rss_mb": result.peak_rss_mb,
+        "peak_gpu_mb": result.peak_gpu_mb,
+        "latency_s": result.latency_s,
+        "tokens_per_s": result.tokens_per_s,
+        "latency_s_batch1": result.latency_s_batch1,
+        "tokens_per_s_batch1": result.tokens_per_s_batch1,
+        "device": result.device,
+        "model_repo": model.repo_id or model.path,
+        "model_url": context["urls"].get(model.name),
+        "revision": model.revision,
+        "weights_key": model.weights_key,
+        "dataset_repo": context["dataset_repo"],
+        "dataset_revision": context["dataset_revision"],
+        "limit": context["limit"],
+        "lm_eval_version": result.lm_eval_version,
+        "evaluated_at": context["evaluated_at"],
+    }
+
+
+def discover(args: EvalArguments, target: HubTarget, location: str) -> list[EvalModel]:
+    """Teachers (named by the dataset repo or ``--teachers``) and the task's students, filtered by ``--models``."""
+    from datasets import load_dataset
+
+    from datasets_builders.teachers import PACKAGED_TEACHERS
+
+    if args.teachers:
+        specs = [t.strip() for t in args.teachers.split(",") if t.strip()]
+    else:
+        try:
+            named = sorted(set(load_dataset(location, split="train")["teacher"]))
+        except (ValueError, FileNotFoundError):
+            named = []
+        specs = [t for t in named if t in PACKAGED_TEACHERS]
+        for other in sorted(set(named) - set(specs)):
+            logger.warning("teacher %s is not packaged: pass --teachers <its spec> to score it", other)
+    models = select(teacher_models(specs) + student_models(args.task, target), args.models)
+    return [with_facts(m) for m in models]
+
+
+def main(args: EvalArguments) -> dict:
+    """Score, publish, and return ``{"rows": [...], "answers": {variant: sentence}, "board": location}``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    target = HubTarget.from_env()
+    location = args.dataset_name or target.location("dataset", dataset_repo_name(args.task))
+    data_problem = check_test_split(location, args.task)
+    models = discover(args, target, location)
+    if not models:
+        raise SystemExit(
+            f"nothing to score for {args.task}: no teacher in {location} and no model repo named {args.task}-* on "
+            f"{target.kind} target; run `make push-data TASK={args.task}` and `make train TASK={args.task}` first"
+        )
+    cache = cache_dir("eval", args.task)
+    log_dir = Path("outputs") / "eval" / args.task
+    log_dir.mkdir(parents=True, exist_ok=True)
+    context = {
+        "task": args.task,
+        "batch_size": args.batch_size,
+        "dataset_repo": args.dataset_name or target.repo_id(dataset_repo_name(args.task)),
+        "dataset_revision": dataset_revision(location),
+        "limit": args.limit or None,
+        "evaluated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "urls": {m.name: target.url("model", m.name) for m in models if m.repo_id},
+    }
+    new_rows, new_samples = [], []
+    for variant in args.variant_list:
+        lm_eval_task = VARIANTS[variant].format(task=args.task)
+        for model in models:
+            request = MeasureRequest(
+                model_path=model.path,
+                lm_eval_task=lm_eval_task,
+                dataset_path=location,
+                chat=model.chat,
+                num_fewshot=model.num_fewshot,
+                limit=args.limit or None,
+                batch_size=args.batch_size,
+                latency_samples=args.latency_samples,
+                device=args.device,
+                trust_remote_code=model.trust_remote_code,
+                max_gen_toks=args.max_gen_toks,
+            )
+            key_parts = [model.weights_key, task_files_key(), context["dataset_revision"], json.dumps(asdict(request))]
+            key = hashlib.sha256("|".join(map(str, key_parts)).encode()).hexdigest()[:20]
+            cached = cache / f"{model.name}-{variant}-{key}.json"
+            if data_problem or model.problem:
+                result = MeasureResult(status="failed", error=data_problem or model.problem)
+            elif cached.is_file() and not args.force:
+                result = MeasureResult(**json.loads(cached.read_text()))
+                print(f"{model.name} [{variant}]: cached ({cached.name})")
+            else:
+                print(f"{model.name} [{variant}]: scoring {args.limit or 'all'} questions ...", flush=True)
+                result = run_measure(request, log_dir)
+                if result.status == "ok":
+                    cached.write_text(json.dumps(asdict(result)))
+            row = result_row(model, result, {**context, "variant": variant, "lm_eval_task": lm_eval_task})
+            new_rows.append(row)
+            new_samples += [{"model": model.name, "variant": variant, **s} for s in result.samples]
+            accuracy = "–" if result.accuracy is None else f"{100 * result.accuracy:.1f}%"
+            print(f"  {model.name} [{variant}]: {result.status} {accuracy} {result.error or ''}".rstrip(), flush=True)
+
+    old_rows, old_samples = load_board(target, args.task)
+    rows = merge(old_rows, new_rows)
+    samples = merge_samples(old_samples, new_samples)
+    answers, plots = {}, {}
+    for variant in args.variant_list:
+        answers[variant] = scaling_down_answer(rows, args.task, variant)
+        plots[variant] = plot_scaling_down(rows, args.task, log_dir / f"scaling_down_{variant}.png", variant)
+    report = log_dir / "report.md"
+    report.write_text(
+        f"# Scaling down: {args.task}\n\n"
+        + "\n\n".join(answers.values())
+        + "\n\n"
+        + "".join(f"![{v}](scaling_down_{v}.png)\n" for v in plots)
+        + "\n"
+        + markdown_table(rows)
+        + "\n"
+    )
+    print(markdown_table(rows))
+    board = leaderboard_repo_name(args.task)
+    if args.push:
+        commit = push_board(target, args.task, rows, samples, answers, plots)
+        print(f"pushed {target.location('dataset', board)} @ {commit[:10]}")
+        for model in models:
+            if model.role != "teacher":
+                mine = [r for r in rows if r["model"] == model.name]
+                update_model_card(target, model.name, mine, target.repo_id(board), target.url("dataset", board))
+    for sentence in answers.values():
+        print(f"\n{sentence}")
+    print(f"\nreport: {report} (plot beside it)")
+    return {"rows": rows, "answers": answers, "board": target.location("dataset", board), "report": str(report)}
+
+
+def cli(argv: list[str] | None = None) -> dict:
+    parser = TrlParser((EvalArguments,))
+    (args,) = parser.parse_args_and_config(sys.argv[1:] if argv is None else argv)
+    return main(args)
+
+
+if __name__ == "__main__":
+    cli()

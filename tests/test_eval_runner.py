@@ -1,0 +1,214 @@
+"""`make eval`: the scaling-down answer, leaderboard merging, and a real run over a tiny Hub (lm-eval in processes)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from conftest import tiny_build_args
+from datasets import load_dataset
+from huggingface_hub import ModelCard
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+from datasets_builders.push_data import main as push_data
+from eval.leaderboard import merge
+from eval.measure import MeasureResult, mark_unparseable
+from eval.models import parameter_counts, weights_key
+from eval.report import plot_scaling_down, scaling_down_answer
+from eval.run import EvalArguments
+from eval.run import main as run_eval
+from scalingdown.hub import HubTarget
+
+
+def row(model, role, accuracy, stderr=0.02, params=1_000_000, method="sft", variant="cot", status="ok"):
+    return dict(
+        model=model,
+        role=role,
+        task="synthetic_gsm",
+        variant=variant,
+        accuracy=accuracy,
+        stderr=stderr,
+        params_total=params,
+        method=method,
+        lora=False,
+        status=status,
+    )
+
+
+# -- the answer -----------------------------------------------------------------------------------------
+
+
+def test_answer_names_the_smallest_student_that_beats_the_best_teacher():
+    rows = [
+        row("teacher-big", "teacher", 0.40, params=270_000_000),
+        row("teacher-small", "teacher", 0.30, params=135_000_000),
+        row("student-60M", "student", 0.55, params=60_000_000),
+        row("student-8M", "student", 0.43, stderr=0.05, params=8_000_000),
+        row("student-1M", "student", 0.39, params=1_000_000),
+        row("student-crashed", "student", None, params=500_000, status="failed"),
+    ]
+    answer = scaling_down_answer(rows, "synthetic_gsm")
+    assert "student-8M (8.0M params)" in answer and "teacher-big" in answer and "+3.0 points" in answer
+    assert "within one combined standard error" in answer  # 3 points < sqrt(0.05^2 + 0.02^2)
+    rows[3]["stderr"] = 0.001
+    rows[0]["stderr"] = 0.001
+    assert "more than one combined standard error" in scaling_down_answer(rows, "synthetic_gsm")
+
+
+def test_answer_says_when_no_student_beats_a_teacher_yet():
+    rows = [row("teacher", "teacher", 0.40, params=135_000_000), row("student-8M", "student", 0.10)]
+    answer = scaling_down_answer(rows, "synthetic_gsm")
+    assert answer.startswith("synthetic_gsm: no student beats the best teacher yet")
+    assert "30.0 points behind" in answer
+    assert "no teacher was scored" in scaling_down_answer([rows[1]], "synthetic_gsm")
+
+
+def test_plot_is_a_png(tmp_path):
+    rows = [
+        row("t", "teacher", 0.4, params=135_000_000),
+        row("s1", "student", 0.1),
+        row("s2", "student", 0.2, params=8e6),
+    ]
+    rows.append(row("l1", "student", 0.05, method="label"))
+    path = plot_scaling_down(rows, "synthetic_gsm", tmp_path / "plot.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+def test_merge_replaces_rows_and_never_duplicates():
+    old = [row("a", "student", 0.1), row("b", "student", 0.2), row("a", "student", 0.3, variant="mc")]
+    merged = merge(old, [row("a", "student", 0.9)])
+    assert len(merged) == 3
+    assert {(r["model"], r["variant"]): r["accuracy"] for r in merged} == {
+        ("a", "cot"): 0.9,
+        ("b", "cot"): 0.2,
+        ("a", "mc"): 0.3,
+    }
+
+
+def test_a_model_with_no_parseable_answer_is_a_failed_row():
+    result = mark_unparseable(MeasureResult(parsed_rate=0.0, n=3, samples=[{"response": "   "}]))
+    assert result.status == "failed" and "no parseable final answer in 3 responses" in result.error
+    assert mark_unparseable(MeasureResult(parsed_rate=0.5, n=2)).status == "ok"
+
+
+# -- model facts ----------------------------------------------------------------------------------------
+
+
+def test_parameter_counts_and_weights_key_come_from_the_files(tiny_teacher_dir, tmp_path):
+    counts = parameter_counts(tiny_teacher_dir)
+    embedding = 49152 * 32
+    assert counts["total"] - counts["non_embedding"] == embedding and counts["non_embedding"] > 0
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_teacher_dir, copy)
+    assert weights_key(copy) == weights_key(tiny_teacher_dir)
+    config = json.loads((copy / "config.json").read_text())
+    config["rms_norm_eps"] = 1e-5
+    (copy / "config.json").write_text(json.dumps(config))
+    assert weights_key(copy) != weights_key(tiny_teacher_dir)
+
+
+# -- a real run -----------------------------------------------------------------------------------------
+
+
+def push_student(target: HubTarget, model_dir, name: str, tmp_path, method="sft", size="1M"):
+    folder = tmp_path / name
+    shutil.copytree(model_dir, folder)
+    card = f"---\ntags:\n- scalingdown\n- method-{method}\n- size-{size}\nmodel_name: {name}\n---\n# {name}\n\n"
+    (folder / "README.md").write_text(card + "## Results\n\n`make eval` fills this section.\n")
+    target.push_folder(folder, "model", name, f"Train {name}")
+
+
+@pytest.fixture(scope="module")
+def digit_writer_dir(tmp_path_factory, tiny_teacher_dir):
+    """A tiny model that always writes '7': a huge last-layer MLP bias along the '7' embedding fixes every
+    normalised hidden state, so it answers with a (wrong) parseable number and gets an ``ok`` row."""
+    folder = tmp_path_factory.mktemp("models") / "digit-writer"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_teacher_dir)
+    config = AutoConfig.from_pretrained(tiny_teacher_dir)
+    config.mlp_bias = True
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():
+        seven = model.get_input_embeddings().weight[tokenizer.convert_tokens_to_ids("7")]
+        model.model.layers[-1].mlp.down_proj.bias.copy_(1e4 * seven)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def tiny_hub(hub_dir, tmp_path, tiny_teacher_dir, digit_writer_dir):
+    """A local Hub with a tiny synthetic_gsm dataset repo and two tiny students (one writes numbers)."""
+    push_data(tiny_build_args(tmp_path / "work", tiny_teacher_dir, limit=4, test_limit=3))
+    target = HubTarget.from_env()
+    push_student(target, digit_writer_dir, "synthetic_gsm-sft-1M", tmp_path)
+    push_student(target, tiny_teacher_dir, "synthetic_gsm-label-1M", tmp_path, method="label")
+    return target
+
+
+def test_make_eval_scores_teachers_and_students_and_publishes(
+    tiny_hub, tiny_teacher_dir, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("SCALINGDOWN_CACHE", str(tmp_path / "cache"))
+    args = dict(task="synthetic_gsm", limit=2, batch_size=2, latency_samples=1, max_gen_toks=8)
+    bad_teacher = str(tmp_path / "no-such-model")
+    first = run_eval(EvalArguments(**args, teachers=f"{tiny_teacher_dir},{bad_teacher}"))
+
+    rows = {r["model"]: r for r in first["rows"]}
+    assert set(rows) == {"tiny-llama", "no-such-model", "synthetic_gsm-sft-1M", "synthetic_gsm-label-1M"}
+    assert rows["no-such-model"]["status"] == "failed" and "unknown teacher" in rows["no-such-model"]["error"]
+    for name in ("tiny-llama", "synthetic_gsm-sft-1M"):
+        scored = rows[name]
+        assert scored["n"] == 2 and scored["latency_s"] > 0 and scored["latency_s_batch1"] > 0
+        assert scored["peak_rss_mb"] > 100 and scored["params_total"] >= parameter_counts(tiny_teacher_dir)["total"]
+    digits = rows["synthetic_gsm-sft-1M"]
+    assert digits["status"] == "ok" and digits["parsed_rate"] == 1.0 and digits["accuracy"] == 0.0
+    assert digits["tokens_per_s"] > 0 and digits["tokens_per_s_batch1"] > 0 and digits["stderr"] is not None
+    # The random tiny teacher writes no number at all: a failed row that says so, not a crash.
+    assert rows["tiny-llama"]["status"] == "failed" and "no parseable final answer" in rows["tiny-llama"]["error"]
+    assert rows["tiny-llama"]["role"] == "teacher" and rows["synthetic_gsm-label-1M"]["method"] == "label"
+
+    board = load_dataset(first["board"], split="train")
+    assert len(board) == 4
+    samples = load_dataset(first["board"], "samples", split="train")
+    assert set(samples["model"]) == {"tiny-llama", "synthetic_gsm-sft-1M", "synthetic_gsm-label-1M"}
+    card = (tiny_hub.local_path("dataset", "synthetic_gsm-leaderboard") / "README.md").read_text()
+    assert first["answers"]["cot"] in card and "scaling_down_cot.png" in card
+    assert (tiny_hub.local_path("dataset", "synthetic_gsm-leaderboard") / "scaling_down_cot.png").is_file()
+
+    student_card = ModelCard.load(tiny_hub.local_path("model", "synthetic_gsm-sft-1M") / "README.md")
+    assert "synthetic_gsm-sft-1M |" in student_card.text and "fills this section" not in student_card.text
+    (result,) = student_card.data.eval_results
+    assert result.metric_value == 0.0 and result.dataset_type == "testorg/synthetic_gsm-rationales"
+
+    # One model again: its row is replaced, the others stay, nothing is duplicated, and the student whose
+    # card was just updated (new commit, same weights) is not re-scored.
+    capsys.readouterr()
+    second = run_eval(EvalArguments(**args, teachers=str(tiny_teacher_dir), models="synthetic_gsm-sft-*"))
+    out = capsys.readouterr().out
+    assert "synthetic_gsm-sft-1M [cot]: cached" in out
+    assert "tiny-llama [cot]: scoring" not in out and "label-1M [cot]: scoring" not in out
+    assert len(load_dataset(second["board"], split="train")) == 4
+    assert sorted(r["model"] for r in second["rows"]) == sorted(rows)
+
+
+def test_a_dataset_without_test_split_gives_failed_rows_with_the_fix(hub_dir, tiny_teacher_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("SCALINGDOWN_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "train-only"
+    (folder / "data").mkdir(parents=True)
+    load_dataset("parquet", data_files={"train": str(_any_train_parquet(tmp_path, tiny_teacher_dir))})[
+        "train"
+    ].to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
+    result = run_eval(
+        EvalArguments(task="synthetic_gsm", dataset_name=str(folder), teachers=str(tiny_teacher_dir), limit=2)
+    )
+    (failed,) = result["rows"]
+    assert failed["status"] == "failed" and "no test split" in failed["error"] and "make push-data" in failed["error"]
+
+
+def _any_train_parquet(tmp_path, teacher):
+    push_data(tiny_build_args(tmp_path / "work2", teacher, limit=2, test_limit=1))
+    location = HubTarget.from_env().local_path("dataset", "synthetic_gsm-rationales")
+    return next((location / "data").glob("train-*.parquet"))
