@@ -49,7 +49,7 @@ PUSH_DATA_FLAGS = --task $(TASK) --teachers $(TEACHERS) --limit $(LIMIT) --test_
 	--mode $(MODE) --max_new_tokens $(MAX_NEW_TOKENS) --batch_size $(BATCH_SIZE) --consistency $(CONSISTENCY) \
 	$(if $(DATA),--data $(DATA)) $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
 
-.PHONY: help install push-data train sweep sizes eval demo test lint bench-generation clean
+.PHONY: help install push-data train sweep sizes eval space push-space demo test lint bench-generation clean
 
 help:
 	@echo "make demo                 run the whole flow on the embedded default (synthetic_gsm, packaged teachers)"
@@ -58,6 +58,8 @@ help:
 	@echo "make train SIZE=1M METHOD=sft|label LORA=1   rationale dataset repo -> one student model repo"
 	@echo "make sweep SIZES=\"1M 3M 8M\"   train every size in the list (RECIPE=sft-pretrained for 135M/pruned)"
 	@echo "make eval TASK=... MODELS=... LIMIT=...   lm-eval scores teachers and students -> leaderboard repo + answer"
+	@echo "make space                the Space (leaderboard, scaling-down plot, side by side) on http://127.0.0.1:7860"
+	@echo "make push-space           push space/ as the Space repo (HUB_TARGET=local: hub/spaces/ORG/scalingdown)"
 	@echo "make sizes                the student size registry: total and non-embedding parameters"
 	@echo "make bench-generation     batched vs naive teacher generation throughput"
 
@@ -95,10 +97,18 @@ sizes: install
 eval: install
 	$(PY) -m eval.run $(EVAL_FLAGS)
 
+# The Space reads the Hub target from HUB_TARGET/ORG/HUB_DIR (exported above), so it serves ./hub by default.
+space: install
+	$(PY) space/app.py
+
+push-space: install
+	$(PY) space/push_space.py
+
 demo: push-data sweep eval
 	@echo "demo done: dataset repo $(HUB_DIR)/datasets/$(ORG)/$(TASK)-rationales, students $(HUB_DIR)/models/$(ORG)/,"
 	@echo "leaderboard $(HUB_DIR)/datasets/$(ORG)/$(TASK)-leaderboard; the answer:"
 	@sed -n 3p outputs/eval/$(TASK)/report.md
+	@$(PY) space/push_space.py "make demo"
 
 lint: install
 	$(VENV)/bin/ruff check .

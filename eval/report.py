@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def _ok(rows: list[dict], variant: str) -> list[dict]:
@@ -63,15 +67,18 @@ def scaling_down_answer(rows: list[dict], task: str, variant: str = "cot") -> st
     )
 
 
-def plot_scaling_down(rows: list[dict], task: str, path: str | Path, variant: str = "cot") -> Path:
-    """Accuracy vs parameters (log x): one series per method, teachers as horizontal lines."""
-    import matplotlib
+def scaling_down_figure(rows: list[dict], task: str, variant: str = "cot") -> Figure:
+    """Accuracy vs parameters (log x): one series per method, teachers as horizontal lines.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    A bare ``matplotlib.figure.Figure`` (no pyplot state), so a long-running Space can draw one per request
+    without leaking figures.
+    """
+    from matplotlib import rcParams
+    from matplotlib.figure import Figure
 
     rows = _ok(rows, variant)
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    fig = Figure(figsize=(7, 4.5), dpi=120)
+    ax = fig.subplots()
     students = [r for r in rows if r["role"] != "teacher" and r.get("params_total")]
     series: dict[str, list[dict]] = {}
     for row in students:
@@ -87,7 +94,7 @@ def plot_scaling_down(rows: list[dict], task: str, path: str | Path, variant: st
             capsize=3,
             label=f"students: {label}",
         )
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = rcParams["axes.prop_cycle"].by_key()["color"]
     for i, row in enumerate(sorted((r for r in rows if r["role"] == "teacher"), key=lambda r: -r["accuracy"])):
         colour = colours[(i + len(series)) % len(colours)]
         ax.axhline(
@@ -102,10 +109,15 @@ def plot_scaling_down(rows: list[dict], task: str, path: str | Path, variant: st
     ax.set_title(f"Scaling down: {task} ({'chain of thought' if variant == 'cot' else 'log-likelihood'})")
     ax.set_ylim(bottom=0)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
+    return fig
+
+
+def plot_scaling_down(rows: list[dict], task: str, path: str | Path, variant: str = "cot") -> Path:
+    """The scaling-down figure saved as a PNG at ``path`` (the leaderboard repo's plot)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    scaling_down_figure(rows, task, variant).savefig(path)
     return path

@@ -91,3 +91,110 @@ def pytest_configure(config):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if shutil.which("git") is None:
         raise pytest.UsageError("git is needed: the local Hub keeps every repo as a git repo")
+
+
+def push_student(target, model_dir, name: str, tmp_path, method="sft", size="1M"):
+    """Push a model folder as a student repo with the card tags `make train` writes."""
+    folder = tmp_path / name
+    shutil.copytree(model_dir, folder)
+    card = f"---\ntags:\n- scalingdown\n- method-{method}\n- size-{size}\nmodel_name: {name}\n---\n# {name}\n\n"
+    (folder / "README.md").write_text(card + "## Results\n\n`make eval` fills this section.\n")
+    target.push_folder(folder, "model", name, f"Train {name}")
+
+
+@pytest.fixture(scope="session")
+def digit_writer_dir(tmp_path_factory, tiny_teacher_dir):
+    """A tiny model that always writes '7': a huge last-layer MLP bias along the '7' embedding fixes every
+    normalised hidden state, so it answers with a (wrong) parseable number and gets an ``ok`` row."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("models") / "digit-writer"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_teacher_dir)
+    config = AutoConfig.from_pretrained(tiny_teacher_dir)
+    config.mlp_bias = True
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():
+        seven = model.get_input_embeddings().weight[tokenizer.convert_tokens_to_ids("7")]
+        model.model.layers[-1].mlp.down_proj.bias.copy_(1e4 * seven)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+# -- the Space: a Hub as `make eval` leaves it, and the app served on loopback -----------------------------
+
+SPACE_DIR = REPO / "space"
+SPACE_TASK = "synthetic_gsm"
+
+
+def board_row(model: str, role: str, accuracy: float | None, **fields) -> dict:
+    """A leaderboard row with every column of ``eval.leaderboard.ROW_FEATURES`` (unset ones empty)."""
+    from eval.leaderboard import ROW_FEATURES
+
+    row = dict.fromkeys(ROW_FEATURES)
+    status = "ok" if accuracy is not None else "failed"
+    row.update(model=model, role=role, task=SPACE_TASK, variant="cot", accuracy=accuracy, status=status, n=3)
+    row.update(lora=False, chat=True, dataset_repo="testorg/synthetic_gsm-rationales", peak_rss_mb=300.0)
+    row.update(latency_s=0.5, tokens_per_s=40.0, latency_s_batch1=0.4, tokens_per_s_batch1=20.0, parsed_rate=1.0)
+    row.update(fields)
+    return row
+
+
+@pytest.fixture(scope="session")
+def space_hub(tmp_path_factory, tiny_teacher_dir, digit_writer_dir):
+    """A local Hub as `make eval` leaves it: a tiny synthetic_gsm dataset repo (3 test questions), two students
+    (one always writes '7'), and a leaderboard written directly (not scored) with a chat teacher, a base teacher,
+    a teacher whose folder is gone, both students, and one log-likelihood row."""
+    from datasets_builders.push_data import main as push_data
+    from eval.leaderboard import push_board
+    from eval.report import plot_scaling_down, scaling_down_answer
+    from scalingdown.hub import HubTarget
+
+    root = tmp_path_factory.mktemp("space-hub")
+    target = HubTarget(kind="local", org="testorg", root=root / "hub")
+    hub_args = dict(hub_target="local", hub_dir=str(target.root), org="testorg", limit=2, test_limit=3)
+    push_data(tiny_build_args(root / "work", tiny_teacher_dir, **hub_args))
+    push_student(target, digit_writer_dir, "synthetic_gsm-sft-1M", root)
+    push_student(target, tiny_teacher_dir, "synthetic_gsm-label-3M", root, method="label", size="3M")
+    teacher = dict(stderr=0.1, model_repo=str(tiny_teacher_dir))
+    sft = dict(method="sft", size="1M", params_total=7_275_904, model_repo="testorg/synthetic_gsm-sft-1M")
+    label = dict(method="label", size="3M", params_total=12_586_176, model_repo="testorg/synthetic_gsm-label-3M")
+    rows = [
+        board_row("tiny-llama", "teacher", 0.30, params_total=135_000_000, **teacher),
+        board_row("tiny-base", "teacher", 0.20, params_total=270_000_000, chat=False, **teacher),
+        board_row("gone-teacher", "teacher", None, error="unknown teacher", model_repo=str(root / "no-such-model")),
+        board_row("synthetic_gsm-sft-1M", "student", 0.50, stderr=0.05, **sft),
+        board_row("synthetic_gsm-label-3M", "student", 0.10, stderr=0.05, **label),
+        board_row("synthetic_gsm-sft-1M", "student", 0.25, variant="mc", **sft),
+    ]
+    answers = {"cot": scaling_down_answer(rows, SPACE_TASK, "cot")}
+    plots = {"cot": plot_scaling_down(rows, SPACE_TASK, root / "scaling_down_cot.png")}
+    push_board(target, SPACE_TASK, rows, [], answers, plots)
+    return target
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def space_url(space_hub):
+    """The Space app (`space/app.py`) launched on loopback over ``space_hub``; its URL."""
+    import sys
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    if str(SPACE_DIR) not in sys.path:
+        sys.path.insert(0, str(SPACE_DIR))
+    from app import build_app
+
+    demo = build_app(space_hub)
+    port = free_port()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, ssr_mode=False, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()

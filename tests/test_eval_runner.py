@@ -6,11 +6,9 @@ import json
 import shutil
 
 import pytest
-import torch
-from conftest import tiny_build_args
+from conftest import push_student, tiny_build_args
 from datasets import load_dataset
 from huggingface_hub import ModelCard
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from datasets_builders.push_data import main as push_data
 from eval.leaderboard import merge
@@ -110,32 +108,6 @@ def test_parameter_counts_and_weights_key_come_from_the_files(tiny_teacher_dir, 
 
 
 # -- a real run -----------------------------------------------------------------------------------------
-
-
-def push_student(target: HubTarget, model_dir, name: str, tmp_path, method="sft", size="1M"):
-    folder = tmp_path / name
-    shutil.copytree(model_dir, folder)
-    card = f"---\ntags:\n- scalingdown\n- method-{method}\n- size-{size}\nmodel_name: {name}\n---\n# {name}\n\n"
-    (folder / "README.md").write_text(card + "## Results\n\n`make eval` fills this section.\n")
-    target.push_folder(folder, "model", name, f"Train {name}")
-
-
-@pytest.fixture(scope="module")
-def digit_writer_dir(tmp_path_factory, tiny_teacher_dir):
-    """A tiny model that always writes '7': a huge last-layer MLP bias along the '7' embedding fixes every
-    normalised hidden state, so it answers with a (wrong) parseable number and gets an ``ok`` row."""
-    folder = tmp_path_factory.mktemp("models") / "digit-writer"
-    tokenizer = AutoTokenizer.from_pretrained(tiny_teacher_dir)
-    config = AutoConfig.from_pretrained(tiny_teacher_dir)
-    config.mlp_bias = True
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config)
-    with torch.no_grad():
-        seven = model.get_input_embeddings().weight[tokenizer.convert_tokens_to_ids("7")]
-        model.model.layers[-1].mlp.down_proj.bias.copy_(1e4 * seven)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture
