@@ -23,7 +23,7 @@ from scalingdown.hub import HubTarget
 
 logger = logging.getLogger("eval.models")
 
-FEWSHOT_FOR_BASE_MODELS = 3  # a base teacher (no chat template) is scored with this many worked shots
+FEWSHOT_FOR_BASE_MODELS = 1  # a base teacher is scored with one worked shot, as it wrote its rationales (push-data)
 WEIGHT_FILES = ("config.json", "*.safetensors", "scalingdown_source.json")
 
 

@@ -40,7 +40,7 @@ VARIANTS = ["cot", "mc"]
 BASE_MODEL_NOTE = (
     "Greedy decoding, zero-shot. Students and chat teachers get the student prompt through their chat template; "
     "teachers without one (base models such as gemma3-270m) get the same prompt as plain text, zero-shot, while "
-    "the leaderboard scores them with 3 worked examples, so here they may do worse than on the board."
+    "the leaderboard scores them with one worked example, so here they may do worse than on the board."
 )
 
 
