@@ -24,8 +24,7 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-TASKS_DIR = REPO / "eval" / "tasks"
+from eval.tasks.utils import TASKS_DIR
 
 
 @dataclass

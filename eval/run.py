@@ -31,7 +31,7 @@ from eval.measure import TASKS_DIR, MeasureRequest, MeasureResult
 from eval.models import EvalModel, select, student_models, teacher_models, with_facts
 from eval.report import plot_scaling_down, scaling_down_answer
 from scalingdown.cache import cache_dir
-from scalingdown.hub import HubTarget, dataset_repo_name, leaderboard_repo_name
+from scalingdown.hub import HubTarget, dataset_repo_name, folder_revision, leaderboard_repo_name
 
 logger = logging.getLogger("eval.run")
 VARIANTS = {"cot": "scalingdown_{task}", "mc": "scalingdown_{task}_mc"}
@@ -82,13 +82,6 @@ def task_files_key() -> str:
         if file.is_file() and file.suffix in (".yaml", ".py", "") and not file.name.startswith("."):
             digest.update(file.name.encode() + file.read_bytes())
     return digest.hexdigest()[:16]
-
-
-def dataset_revision(location: str) -> str | None:
-    if Path(location, ".git").is_dir():
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=location, capture_output=True, text=True)
-        return done.stdout.strip() or None
-    return None
 
 
 def check_test_split(location: str, task: str) -> str | None:
@@ -205,11 +198,14 @@ def main(args: EvalArguments) -> dict:
         "task": args.task,
         "batch_size": args.batch_size,
         "dataset_repo": args.dataset_name or target.repo_id(dataset_repo_name(args.task)),
-        "dataset_revision": dataset_revision(location),
+        "dataset_revision": folder_revision(location)
+        if args.dataset_name
+        else target.revision("dataset", dataset_repo_name(args.task)),
         "limit": args.limit or None,
         "evaluated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "urls": {m.name: target.url("model", m.name) for m in models if m.repo_id},
     }
+    tasks_key = task_files_key()
     new_rows, new_samples = [], []
     for variant in args.variant_list:
         lm_eval_task = VARIANTS[variant].format(task=args.task)
@@ -227,7 +223,7 @@ def main(args: EvalArguments) -> dict:
                 trust_remote_code=model.trust_remote_code,
                 max_gen_toks=args.max_gen_toks,
             )
-            key_parts = [model.weights_key, task_files_key(), context["dataset_revision"], json.dumps(asdict(request))]
+            key_parts = [model.weights_key, tasks_key, context["dataset_revision"], json.dumps(asdict(request))]
             key = hashlib.sha256("|".join(map(str, key_parts)).encode()).hexdigest()[:20]
             cached = cache / f"{model.name}-{variant}-{key}.json"
             if data_problem or model.problem:

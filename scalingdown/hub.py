@@ -100,10 +100,7 @@ class HubTarget:
     def revision(self, repo_type: RepoType, name: str) -> str | None:
         """The commit a repo is at now: what cards and caches record as 'trained on' / 'scored at'."""
         if self.kind == "local":
-            path = self.local_path(repo_type, name)
-            if not (path / ".git").is_dir():
-                return None
-            return _git(path, "rev-parse", "HEAD").strip() or None
+            return folder_revision(self.local_path(repo_type, name))
         info = self._api().repo_info(self.repo_id(name), repo_type=repo_type)
         return info.sha
 
@@ -186,6 +183,13 @@ class HubTarget:
                 "(or use the default HUB_TARGET=local, which writes to ./hub)"
             )
         return HfApi(token=token)
+
+
+def folder_revision(path: str | Path) -> str | None:
+    """The commit a local git repo folder is at (None for a plain folder or a Hub id)."""
+    if not (Path(path) / ".git").is_dir():
+        return None
+    return _git(Path(path), "rev-parse", "HEAD").strip() or None
 
 
 def _git(repo: Path, *args: str) -> str:

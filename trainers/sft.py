@@ -33,7 +33,7 @@ from trl import ModelConfig, SFTConfig, TrlParser, get_peft_config
 
 from model_cards import template_path
 from scalingdown.answers import format_final_answer
-from scalingdown.hub import HubTarget, dataset_repo_name, model_repo_name
+from scalingdown.hub import HubTarget, dataset_repo_name, folder_revision, model_repo_name
 from trainers.cost import training_cost
 from trainers.sizes import StudentSize, format_params, get_size
 from trainers.student_trainer import StudentSFTTrainer
@@ -274,9 +274,7 @@ def build_run(script_args: ScriptArguments, training_args: SFTConfig, model_args
 
     data_repo = dataset_repo_name(script_args.task)
     location = script_args.dataset_name or target.location("dataset", data_repo)
-    revision = target.revision("dataset", data_repo) if not script_args.dataset_name else None
-    if revision is None and Path(location, ".git").is_dir():
-        revision = subprocess.run(["git", "rev-parse", "HEAD"], cwd=location, capture_output=True, text=True).stdout
+    revision = folder_revision(location) if script_args.dataset_name else target.revision("dataset", data_repo)
     rows, teachers, tagged = load_training_rows(script_args, location)
     default_teacher = script_args.default_teacher or teachers[0]
     default_system = teacher_instruction(default_teacher) if tagged else SMOLLM2_DEFAULT_SYSTEM
