@@ -40,7 +40,7 @@ EVAL_ARGS ?=
 EVAL_TEACHERS ?=
 VARIANTS ?= cot
 EVAL_LIMIT ?= 50
-EVAL_BATCH_SIZE ?= 16
+EVAL_BATCH_SIZE ?= 32
 EVAL_LIMIT_USED = $(if $(filter command line,$(origin LIMIT)),$(LIMIT),$(EVAL_LIMIT))
 EVAL_FLAGS = --task $(TASK) --variants $(VARIANTS) --limit $(EVAL_LIMIT_USED) --batch_size $(EVAL_BATCH_SIZE) \
 	$(if $(MODELS),--models '$(MODELS)') $(if $(EVAL_TEACHERS),--teachers $(EVAL_TEACHERS)) $(EVAL_ARGS)

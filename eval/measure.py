@@ -37,8 +37,8 @@ class MeasureRequest:
     chat: bool = True
     num_fewshot: int = 0
     limit: int | None = None
-    batch_size: int = 16
-    latency_samples: int = 4
+    batch_size: int = 32
+    latency_samples: int = 2
     device: str | None = None
     trust_remote_code: bool = False
     max_gen_toks: int | None = None
@@ -85,7 +85,11 @@ def task_config(name: str, dataset_path: str, max_gen_toks: int | None = None) -
 
 
 def timed_lm_class():
-    """lm-eval's HFLM, recording wall time, answers and generated tokens of every generate/loglikelihood call."""
+    """lm-eval's HFLM, recording wall time, answers and generated tokens of every generate/loglikelihood call.
+
+    Tokens are counted as the model produced them (ids up to its first pad/eos), not by re-tokenising the
+    answer text, which merges runs of whitespace and would undercount a model that writes them.
+    """
     from lm_eval.models.huggingface import HFLM
 
     class TimedHFLM(HFLM):
@@ -93,12 +97,25 @@ def timed_lm_class():
             super().__init__(*args, **kwargs)
             self.calls: list[dict] = []
             self.generation_requests: list = []
+            self.new_tokens = 0
+
+        def _model_generate(self, context, max_length, stop, **generation_kwargs):
+            output = super()._model_generate(context, max_length, stop, **generation_kwargs)
+            new = output[:, context.shape[1] :]
+            ends = {self.tokenizer.pad_token_id, self.tokenizer.eos_token_id} - {None}
+            finished = torch.zeros_like(new, dtype=torch.bool)
+            for token in ends:
+                finished |= new == token
+            # tokens before the first pad/eos of each row (later ones are padding of a finished row)
+            self.new_tokens += int((finished.cumsum(dim=1) == 0).sum())
+            return output
 
         def generate_until(self, requests, disable_tqdm: bool = False):
             start = time.perf_counter()
+            before = self.new_tokens
             outputs = super().generate_until(requests, disable_tqdm=disable_tqdm)
             seconds = time.perf_counter() - start
-            tokens = sum(len(self.tok_encode(text, add_special_tokens=False)) for text in outputs)
+            tokens = self.new_tokens - before
             self.calls.append({"kind": "generate", "answers": len(outputs), "tokens": tokens, "seconds": seconds})
             self.generation_requests.extend(requests)
             return outputs
@@ -168,17 +185,14 @@ def measure(request: MeasureRequest) -> MeasureResult:
         probe = lm.generation_requests[: request.latency_samples]
         if probe:
             lm.batch_size_per_gpu = 1
-            start = time.perf_counter()
-            outputs = [lm.generate_until([r], disable_tqdm=True)[0] for r in probe]
+            start, before = time.perf_counter(), lm.new_tokens
+            for r in probe:
+                lm.generate_until([r], disable_tqdm=True)
             seconds_1 = time.perf_counter() - start
-            tokens_1 = sum(len(lm.tok_encode(text, add_special_tokens=False)) for text in outputs)
+            tokens_1 = lm.new_tokens - before
             result.latency_s_batch1 = seconds_1 / len(probe)
             result.tokens_per_s_batch1 = tokens_1 / seconds_1 if seconds_1 else None
-    if result.parsed_rate == 0.0 and result.n:
-        result.status = "failed"
-        result.error = (
-            f"no parseable final answer in {result.n} responses (e.g. {result.samples[0]['response']!r:.120})"
-        )
+    mark_unparseable(result)
     result.seconds = time.perf_counter() - started
     return result
 

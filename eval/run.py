@@ -54,8 +54,8 @@ class EvalArguments:
         default=None, metadata={"help": "Dataset repo or local folder with a test split (default: the Hub target's)."}
     )
     limit: int = field(default=50, metadata={"help": "Test questions per model; 0 = the whole test split."})
-    batch_size: int = field(default=16, metadata={"help": "lm-eval batch size (latency is also measured at 1)."})
-    latency_samples: int = field(default=4, metadata={"help": "Questions replayed one by one for batch-1 latency."})
+    batch_size: int = field(default=32, metadata={"help": "lm-eval batch size (latency is also measured at 1)."})
+    latency_samples: int = field(default=2, metadata={"help": "Questions replayed one by one for batch-1 latency."})
     max_gen_toks: int | None = field(default=None, metadata={"help": "Override the task's max generated tokens."})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1 (default: cuda if available)."})
     force: bool = field(default=False, metadata={"help": "Ignore cached results and score again."})
