@@ -34,19 +34,60 @@ class ContaminationReport:
 
 def find_overlap(train: list[tuple[str, str]], evaluation: list[tuple[str, str]], n: int = 13) -> ContaminationReport:
     """Which (id, question) pairs of ``train`` share an n-gram with a question of ``evaluation``."""
+    pairs = overlapping_pairs(train, evaluation, n)
+    eval_exact = {normalized_words(q) for _, q in evaluation}
+    exact = sum(normalized_words(q) in eval_exact for _, q in train)
+    examples = list(pairs.items())[:5]
+    return ContaminationReport(n, len(train), len(evaluation), len(pairs), len(set(pairs.values())), exact, examples)
+
+
+def normalized_words(text: str) -> str:
+    """Lower-cased words joined by single spaces: what 'identical' means for exact duplicates."""
+    return " ".join(_WORD.findall(text.lower()))
+
+
+def overlapping_pairs(train: list[tuple[str, str]], evaluation: list[tuple[str, str]], n: int = 13) -> dict[str, str]:
+    """``{train id: eval id}`` for every training text sharing an n-gram with an evaluation text (the first found)."""
     index: dict[tuple[str, ...], str] = {}
     for eval_id, question in evaluation:
         for gram in ngrams(question, n):
             index.setdefault(gram, eval_id)
-    eval_exact = {" ".join(_WORD.findall(q.lower())) for _, q in evaluation}
-    exact = sum(" ".join(_WORD.findall(q.lower())) in eval_exact for _, q in train)
-    train_hits, eval_hits, examples = set(), set(), []
-    for train_id, question in train:
-        for gram in ngrams(question, n):
+    pairs: dict[str, str] = {}
+    for train_id, text in train:
+        for gram in ngrams(text, n):
             if gram in index:
-                train_hits.add(train_id)
-                eval_hits.add(index[gram])
-                if len(examples) < 5:
-                    examples.append((train_id, index[gram]))
+                pairs[train_id] = index[gram]
                 break
-    return ContaminationReport(n, len(train), len(evaluation), len(train_hits), len(eval_hits), exact, examples)
+    return pairs
+
+
+def containing_pairs(
+    documents: list[tuple[str, str]], evaluation: list[tuple[str, str]], min_words: int = 8, key_words: int = 5
+) -> dict[str, str]:
+    """``{document id: eval id}`` for documents that contain a whole evaluation question (as normalised words).
+
+    The n-gram rule compares a question shorter than ``n`` words only as a whole text, which never matches a long
+    document that quotes it; this is that rule for documents. Questions under ``min_words`` words ("The sun is
+    responsible for") are everyday phrases, not leaks, and are skipped.
+    """
+    by_key: dict[tuple[str, ...], list[tuple[str, list[str]]]] = {}
+    for eval_id, question in evaluation:
+        words = _WORD.findall(question.lower())
+        if len(words) >= min_words:
+            by_key.setdefault(tuple(words[:key_words]), []).append((eval_id, words))
+    pairs: dict[str, str] = {}
+    for doc_id, text in documents:
+        words = _WORD.findall(text.lower())
+        for start in range(len(words)):
+            found = next(
+                (
+                    eval_id
+                    for eval_id, question in by_key.get(tuple(words[start : start + key_words]), ())
+                    if words[start : start + len(question)] == question
+                ),
+                None,
+            )
+            if found:
+                pairs[doc_id] = found
+                break
+    return pairs

@@ -76,17 +76,20 @@ def _plain_block(body: str, answer: str, mode: str) -> str:
     return f"Question: {body}\n{given}Explanation:"
 
 
-# Refusals and assistant boilerplate, and rationales that lean on having been told the answer.
+# Refusals and assistant boilerplate (also the pre-training corpus's refusal filter, datasets_builders/corpus.py) ...
 REFUSAL_PATTERNS = [
     r"\bI(?:'m| am) sorry\b",
     r"\bI (?:cannot|can't|can not|won't) (?:help|answer|provide|assist)",
     r"\bas an AI\b",
     r"\blanguage model\b",
     r"\bI apologi[sz]e\b",
+]
+# ... and rationales that lean on having been told the answer (teacher-forced prompts only).
+ANSWER_LEAK_PATTERNS = [
     r"\b(?:given|provided|stated) (?:correct )?answer\b",
     r"\bcorrect answer is given\b",
 ]
-_REFUSAL_RE = re.compile("|".join(REFUSAL_PATTERNS), re.IGNORECASE)
+_REFUSAL_RE = re.compile("|".join(REFUSAL_PATTERNS + ANSWER_LEAK_PATTERNS), re.IGNORECASE)
 
 
 _EQUATION = re.compile(r"(\d[\d,]*(?:\.\d+)?)\s*([-+*/x×÷])\s*(\d[\d,]*(?:\.\d+)?)\s*=\s*\$?(-?\d[\d,]*(?:\.\d+)?)")

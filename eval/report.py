@@ -2,7 +2,8 @@
 
 A student "beats" a teacher when its accuracy is higher; the sentence also says whether the margin exceeds
 the combined standard error (sqrt(se_s^2 + se_t^2)), because on a few hundred test questions a couple of
-points is noise.
+points is noise. Where the board has a student pre-trained here (size ``X-pt``, ``make pretrain``) and the same
+size trained from scratch on the task alone (size ``X``), a sentence per pair says which is better.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from scalingdown.hub import PRETRAINED_HERE
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -31,8 +34,48 @@ def _params(row: dict) -> str:
     return f"{total / 1e9:.2f}B params" if total >= 1e9 else f"{total / 1e6:.1f}M params"
 
 
+def _against_noise(margin: float, first: dict, second: dict) -> str:
+    combined = math.sqrt((first.get("stderr") or 0) ** 2 + (second.get("stderr") or 0) ** 2)
+    if combined and abs(margin) > combined:
+        return "more than one combined standard error"
+    if margin > 0:
+        return "within one combined standard error, so not yet a clear win"
+    return "within one combined standard error"
+
+
 def scaling_down_answer(rows: list[dict], task: str, variant: str = "cot") -> str:
-    """One sentence (or two) answering the project's question for one task and variant."""
+    """One sentence (or two) answering the project's question for one task and variant, followed by what
+    pre-training here bought (``pretraining_comparison``) when the board has both rows."""
+    return " ".join([teacher_answer(rows, task, variant), *pretraining_comparison(rows, variant)])
+
+
+def pretraining_comparison(rows: list[dict], variant: str = "cot") -> list[str]:
+    """For each student pre-trained here and then trained on the task (size ``X-pt``), one sentence against the same
+    size, method and LoRA setting trained from random weights on the task alone (size ``X``)."""
+    students = {
+        (r.get("size"), r.get("method"), bool(r.get("lora"))): r for r in _ok(rows, variant) if r["role"] == "student"
+    }
+    sentences = []
+    for (size, method, lora), pre in sorted(
+        students.items(), key=lambda item: (item[1].get("params_total") or 0, str(item[0]))
+    ):
+        if not size or not size.endswith(PRETRAINED_HERE):
+            continue
+        scratch = students.get((size.removesuffix(PRETRAINED_HERE), method, lora))
+        if scratch is None:
+            continue
+        margin = pre["accuracy"] - scratch["accuracy"]
+        verdict = "beats" if margin > 0 else "does not beat"
+        sentences.append(
+            f"Pre-trained here, then {method}: {pre['model']} at {_pct(pre)} {verdict} {scratch['model']} (the same "
+            f"size from scratch on the task alone) at {_pct(scratch)}: {100 * margin:+.1f} points, "
+            f"{_against_noise(margin, pre, scratch)}."
+        )
+    return sentences
+
+
+def teacher_answer(rows: list[dict], task: str, variant: str = "cot") -> str:
+    """The smallest student that beats the best teacher, or how far the best student is behind."""
     rows = _ok(rows, variant)
     teachers = [r for r in rows if r["role"] == "teacher"]
     students = [r for r in rows if r["role"] in ("student", "ensemble")]
@@ -54,12 +97,7 @@ def scaling_down_answer(rows: list[dict], task: str, variant: str = "cot") -> st
         )
     win = winners[0]
     margin = win["accuracy"] - best["accuracy"]
-    combined = math.sqrt((win.get("stderr") or 0) ** 2 + (best.get("stderr") or 0) ** 2)
-    significance = (
-        "more than one combined standard error"
-        if combined and margin > combined
-        else "within one combined standard error, so not yet a clear win"
-    )
+    significance = _against_noise(margin, win, best)
     return (
         f"{task}: the smallest student that beats the best teacher is {win['model']} ({_params(win)}) at "
         f"{_pct(win)} vs {best['model']} ({_params(best)}) at {_pct(best)}: +{100 * margin:.1f} points, "

@@ -37,6 +37,17 @@ def leaderboard_repo_name(task: str) -> str:
     return f"{task}-leaderboard"
 
 
+def pretrain_repo_name(size: str) -> str:
+    """The model repo ``make pretrain SIZE=…`` writes; ``SIZE=<size>-pt`` students start from it."""
+    return f"pretrain-{size}"
+
+
+PRETRAINED_HERE = "-pt"  # size suffix: ``8M-pt`` is the scratch size 8M started from ``pretrain-8M``
+
+
+CORPUS_REPO_NAME = "pretrain-corpus"  # the dataset repo ``make pretrain`` builds its corpus into (by default)
+
+
 SPACE_REPO_NAME = "scalingdown"
 
 

@@ -16,6 +16,9 @@ Three initialisations:
 * ``pretrained`` — a released checkpoint: ``135M`` is SmolLM2-135M-Instruct from its packaged GGUF (works
   offline); the larger ones are Hub ids for machines with a GPU and a network.
 * ``pruned`` — the teacher with its embeddings and an evenly spaced subset of its layers, weights copied.
+
+``<scratch size>-pt`` (``8M-pt``) is a scratch size pre-trained by ``make pretrain SIZE=8M`` (trainers/pretrain.py):
+a ``pretrained`` size whose checkpoint is the ``pretrain-8M`` model repo on the Hub target.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
+
+from scalingdown.hub import PRETRAINED_HERE
 
 SMOLLM2_TOKENIZER = "smollm2-135m-instruct"  # packaged teacher: tokenizer + chat template, offline
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -278,22 +283,71 @@ SIZES: dict[str, StudentSize] = {
 
 
 def get_size(name: str) -> StudentSize:
-    """The registered size ``name``; a ValueError listing every valid name otherwise."""
+    """The registered size ``name`` (or ``<scratch size>-pt``); a ValueError listing every valid name otherwise."""
+    if name.endswith(PRETRAINED_HERE) and name.removesuffix(PRETRAINED_HERE) in SIZES:
+        return pretrained_here(name.removesuffix(PRETRAINED_HERE))
     if name not in SIZES:
-        raise SizeError(f"unknown student size {name!r}; valid sizes: {', '.join(SIZES)}")
+        scratch = [s.name for s in SIZES.values() if s.init == "scratch"]
+        raise SizeError(
+            f"unknown student size {name!r}; valid sizes: {', '.join(SIZES)}; or a scratch size pre-trained by "
+            f"`make pretrain`: {', '.join(n + PRETRAINED_HERE for n in scratch)}"
+        )
     return SIZES[name]
+
+
+def pretrained_here(scratch_name: str) -> StudentSize:
+    """``<size>-pt``: scratch size ``<size>`` initialised from the model repo ``make pretrain SIZE=<size>`` pushed
+    to the Hub target (``pretrain-<size>``), so ``make train SIZE=<size>-pt`` distils a student pre-trained here."""
+    from scalingdown.hub import HubError, HubTarget, pretrain_repo_name
+
+    scratch = SIZES[scratch_name]
+    name = scratch_name + PRETRAINED_HERE
+    if scratch.init != "scratch":
+        raise SizeError(f"{name!r}: only scratch sizes are pre-trained here, and {scratch_name} is {scratch.init}")
+    target = HubTarget.from_env()
+    repo = pretrain_repo_name(scratch_name)
+    try:
+        exists = target.exists("model", repo)
+    except HubError:  # HUB_TARGET=hf without a token: from_pretrained will say what is missing
+        exists = True
+    if not exists:
+        raise SizeError(
+            f"size {name!r} starts from the pre-trained model repo {target.repo_id(repo)}, which is not on the "
+            f"{target.kind} Hub target ({target.location('model', repo)}): "
+            f"run `make pretrain SIZE={scratch_name}` first"
+        )
+    return StudentSize(
+        name,
+        "pretrained",
+        scratch.description.replace("random init", f"pre-trained here (make pretrain SIZE={scratch_name})"),
+        source=target.location("model", repo),
+        hub_id=target.repo_id(repo),
+        architecture=dict(scratch.architecture),
+    )
 
 
 def format_params(n: int) -> str:
     return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
 
 
+def pretrained_here_sizes() -> list[StudentSize]:
+    """The ``<size>-pt`` sizes whose pre-trained repo exists on the Hub target now."""
+    found = []
+    for scratch in (s for s in SIZES.values() if s.init == "scratch"):
+        try:
+            found.append(pretrained_here(scratch.name))
+        except SizeError:
+            continue
+    return found
+
+
 if __name__ == "__main__":
     print(f"{'size':<16}{'init':<12}{'total':>10}{'non-emb':>10}  description")
-    for size in SIZES.values():
+    for size in [*SIZES.values(), *pretrained_here_sizes()]:
         try:
             counts = size.parameter_counts()
             total, non_emb = format_params(counts["total"]), format_params(counts["non_embedding"])
         except Exception as error:  # a Hub-only size on an offline machine
             total, non_emb = "?", f"({type(error).__name__})"
         print(f"{size.name:<16}{size.init:<12}{total:>10}{non_emb:>10}  {size.description}")
+    print("\n<scratch size>-pt (e.g. 8M-pt): that size pre-trained here; `make pretrain SIZE=8M` makes it")
