@@ -34,6 +34,20 @@ SIZES ?= 1M 3M 8M
 RECIPE ?= $(METHOD)$(if $(LORA),-lora)
 TRAIN_CONFIG ?= $(firstword $(wildcard recipes/train/$(TASK)/$(RECIPE).yaml) recipes/train/synthetic_gsm/$(RECIPE).yaml)
 
+# pretrain / bench-pretrain-cost (flags of `python -m datasets_builders.corpus --help` and
+# `python -m trainers.pretrain --help`); SIZE, TASK and DATA as above
+CORPUS ?= offline
+CORPUS_CONFIG ?= $(firstword $(wildcard recipes/corpus/$(CORPUS).yaml) $(CORPUS))
+CORPUS_ARGS ?=
+PRETRAIN_RECIPE ?= scratch
+PRETRAIN_CONFIG ?= $(firstword $(wildcard recipes/pretrain/$(PRETRAIN_RECIPE).yaml) $(PRETRAIN_RECIPE))
+PRETRAIN_ARGS ?=
+PRICE ?=
+DEVICE_KIND ?=
+PRICE_FLAGS = $(if $(PRICE),--price_per_device_hour $(PRICE)) $(if $(DEVICE_KIND),--device_kind $(DEVICE_KIND))
+BENCH_SIZES ?= 1M,3M,8M,16M,33M,60M
+BENCH_STEPS ?= 4
+
 # eval (every variable is a flag of `python -m eval.run --help`); LIMIT given on the command line applies here too
 MODELS ?=
 EVAL_ARGS ?=
@@ -49,7 +63,8 @@ PUSH_DATA_FLAGS = --task $(TASK) --teachers $(TEACHERS) --limit $(LIMIT) --test_
 	--mode $(MODE) --max_new_tokens $(MAX_NEW_TOKENS) --batch_size $(BATCH_SIZE) --consistency $(CONSISTENCY) \
 	$(if $(DATA),--data $(DATA)) $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
 
-.PHONY: help install push-data train sweep sizes eval space push-space demo test lint bench-generation clean
+.PHONY: help install push-data train sweep pretrain sizes eval space push-space demo test lint bench-generation \
+	bench-pretrain-cost clean
 
 help:
 	@echo "make demo                 run the whole flow on the embedded default (synthetic_gsm, packaged teachers)"
@@ -57,11 +72,15 @@ help:
 	@echo "make push-data TASK=... TEACHERS=... DATA=... LIMIT=...   teacher rationales -> dataset repo"
 	@echo "make train SIZE=1M METHOD=sft|label LORA=1   rationale dataset repo -> one student model repo"
 	@echo "make sweep SIZES=\"1M 3M 8M\"   train every size in the list (RECIPE=sft-pretrained for 135M/pruned)"
+	@echo "make pretrain SIZE=8M CORPUS=offline|fineweb-edu|cosmopedia|code PRICE=...   corpus repo, then a"
+	@echo "                          scratch size pre-trained from random weights -> pretrain-8M, with its cost"
+	@echo "make train SIZE=8M-pt     distil the size pre-trained by make pretrain (make eval compares it with 8M)"
 	@echo "make eval TASK=... MODELS=... LIMIT=...   lm-eval scores teachers and students -> leaderboard repo + answer"
 	@echo "make space                the Space (leaderboard, scaling-down plot, side by side) on http://127.0.0.1:7860"
 	@echo "make push-space           push space/ as the Space repo (HUB_TARGET=local: hub/spaces/ORG/scalingdown)"
 	@echo "make sizes                the student size registry: total and non-embedding parameters"
 	@echo "make bench-generation     batched vs naive teacher generation throughput"
+	@echo "make bench-pretrain-cost  tokens/s, MFU and the cost table of every scratch size, Chinchilla extrapolation"
 
 # CPU machines take the local CPU torch wheel when there is one (never the multi-GB CUDA build);
 # GPU machines take the normal build.
@@ -90,6 +109,16 @@ train: install
 
 sweep: install
 	@for s in $(SIZES); do $(MAKE) --no-print-directory train SIZE=$$s || exit 1; done
+
+# The corpus repo (CORPUS: a recipe in recipes/corpus/ or a YAML path), then SIZE pre-trained from random weights;
+# `make train SIZE=$(SIZE)-pt` distils the result. PRICE is USD per device-hour (per GPU, or per CPU core).
+pretrain: install
+	$(PY) -m datasets_builders.corpus --config $(CORPUS_CONFIG) --task $(TASK) $(if $(DATA),--task_data $(DATA)) \
+		$(CORPUS_ARGS)
+	$(PY) -m trainers.pretrain --config $(PRETRAIN_CONFIG) --size $(SIZE) $(PRICE_FLAGS) $(PRETRAIN_ARGS)
+
+bench-pretrain-cost: install
+	$(PY) bench/bench_pretrain_cost.py --sizes $(BENCH_SIZES) --steps $(BENCH_STEPS) $(PRICE_FLAGS)
 
 sizes: install
 	$(PY) -m trainers.sizes
