@@ -72,7 +72,8 @@ def build_trl_defaults(args, output_dir: str):
     """``SFTTrainer`` with TRL's defaults on the same rows, tokenizer (chat template) and initial model."""
     from trl import ModelConfig, SFTConfig, SFTTrainer
 
-    from trainers.sft import SMOLLM2_DEFAULT_SYSTEM, ScriptArguments, load_model, load_tokenizer, load_training_rows
+    from scalingdown.prompts import SMOLLM2_DEFAULT_SYSTEM
+    from trainers.sft import ScriptArguments, load_model, load_tokenizer, load_training_rows
     from trainers.sizes import get_size
 
     size = get_size(args.size)

@@ -26,6 +26,7 @@ from huggingface_hub import DatasetCard, DatasetCardData
 from tqdm.auto import tqdm
 
 from datasets_builders.decontamination import find_overlap
+from datasets_builders.logits import LogitsSettings, build_logits, logits_config, storage_figures
 from datasets_builders.rationales import (
     PROMPT_MODES,
     PROMPT_VERSION,
@@ -37,7 +38,7 @@ from datasets_builders.rationales import (
 from datasets_builders.shards import ShardStore
 from datasets_builders.tasks import get_task, load_examples
 from datasets_builders.teacher_base import GenerationSettings
-from datasets_builders.teachers import DEFAULT_TEACHERS, load_teacher, teacher_name
+from datasets_builders.teachers import DEFAULT_TEACHERS, load_teacher, resolve_model_source, teacher_name
 from model_cards import template_path
 from scalingdown.answers import format_final_answer
 from scalingdown.dataset_repo import RepoConfig, write_data_files
@@ -88,6 +89,25 @@ class PushDataArguments:
         default="drop", metadata={"help": "drop: remove rationales whose answer disagrees with gold; flag: keep."}
     )
     shard_size: int = field(default=32, metadata={"help": "Examples per shard written while generating."})
+    logits: int = field(
+        default=0,
+        metadata={"help": "Also store each logits teacher's top-k log-probs at every training token (k); 0 = none."},
+    )
+    logits_teachers: str | None = field(
+        default=None,
+        metadata={
+            "help": "Comma-separated teachers that score the rows for --logits (default: every one of "
+            "--teachers that runs locally; openai:... teachers are used when listed here)."
+        },
+    )
+    logits_tokenizer: str | None = field(
+        default=None,
+        metadata={
+            "help": "Endpoint (openai:...) logits teachers: the tokenizer the server uses (folder, Hub id or "
+            "packaged name; default: the served model name)."
+        },
+    )
+    logits_batch_size: int = field(default=8, metadata={"help": "Sequences per teacher forward pass for --logits."})
     work_dir: str = field(default="outputs/push-data", metadata={"help": "Where shards are kept between runs."})
     hub_target: str | None = field(default=None, metadata={"help": "local (default) or hf; env HUB_TARGET."})
     hub_dir: str | None = field(default=None, metadata={"help": "Root of the local Hub; env HUB_DIR (./hub)."})
@@ -100,10 +120,22 @@ class PushDataArguments:
             raise ValueError(f"--mode must be one of {PROMPT_MODES}, got {self.mode!r}")
         if not self.teacher_specs:
             raise ValueError("--teachers is empty: name at least one teacher")
+        if self.logits < 0:
+            raise ValueError(f"--logits is the number of top log-probs kept per token (0 = none), got {self.logits}")
+        if self.logits and not self.logits_specs:
+            raise ValueError("--logits needs a teacher to score the rows: set --logits_teachers")
 
     @property
     def teacher_specs(self) -> list[str]:
         return [t.strip() for t in self.teachers.split(",") if t.strip()]
+
+    @property
+    def logits_specs(self) -> list[str]:
+        if not self.logits:
+            return []
+        if self.logits_teachers:
+            return [t.strip() for t in self.logits_teachers.split(",") if t.strip()]
+        return [t for t in self.teacher_specs if not t.startswith("openai:")]
 
     def generation_settings(self) -> GenerationSettings:
         return GenerationSettings(
@@ -208,6 +240,28 @@ def assemble_train_rows(args: PushDataArguments, examples: Dataset, kind: str) -
     return rows, counts
 
 
+def teacher_logits(args: PushDataArguments, rows: list[dict]) -> list[tuple[list[dict], dict]]:
+    """``(rows, figures)`` of every logits teacher's top-k config, resuming from its shards."""
+    built = []
+    settings = LogitsSettings(k=args.logits, batch_size=args.logits_batch_size, shard_size=args.shard_size)
+    for spec in args.logits_specs:
+        if spec.startswith("openai:"):
+            from datasets_builders.openai_backend import EndpointScorer
+
+            scorer = EndpointScorer.from_spec(spec, tokenizer=args.logits_tokenizer)
+        else:
+            name, source = resolve_model_source(spec)
+            from datasets_builders.logits import TeacherScorer
+
+            scorer = TeacherScorer(name, source)
+        built.append(build_logits(rows, scorer, settings, Path(args.work_dir) / args.task))
+        print(
+            f"logits {built[-1][1]['config']}: top-{args.logits} of {len(rows)} rows "
+            f"({built[-1][1]['assistant_tokens']} tokens) in {built[-1][1]['seconds']:.0f} s"
+        )
+    return built
+
+
 def test_rows(examples: Dataset, kind: str) -> list[dict]:
     """Held-out rows: same columns as train, with no teacher and only the user turn in ``messages``."""
     return [
@@ -258,7 +312,19 @@ def repo_configs(rows: list[dict], train: Dataset, test: Dataset, kind: str) -> 
 
 
 def render_card(
-    args, target, repo, task_spec, teachers, counts, load_report, contamination, examples, kind, configs, card_meta
+    args,
+    target,
+    repo,
+    task_spec,
+    teachers,
+    counts,
+    load_report,
+    contamination,
+    examples,
+    kind,
+    configs,
+    card_meta,
+    logits_info=(),
 ):
     first = examples[0]
     prompt = build_prompt(first["question"], first["choices"], first["answer"], kind, args.mode)
@@ -316,6 +382,7 @@ def render_card(
         filter_rows=counts,
         load_report=load_report,
         decontamination=contamination,
+        logits=list(logits_info),
     )
 
 
@@ -342,6 +409,7 @@ def main(args: PushDataArguments) -> str | None:
     ).to_dict()
     teachers = [generate_rationales(args, spec, train, kind) for spec in args.teacher_specs]
     rows, counts = assemble_train_rows(args, train, kind)
+    logits = teacher_logits(args, rows) if args.push and rows else []
     target = HubTarget.from_env(args.hub_target, args.org, args.hub_dir)
     repo = dataset_repo_name(args.task)
     if not args.push:
@@ -356,10 +424,19 @@ def main(args: PushDataArguments) -> str | None:
     load_report = {"train": asdict(train_report), "test": asdict(test_report)}
     build = {"arguments": asdict(args), "teachers": teachers, "counts": counts, "decontamination": contamination}
     with tempfile.TemporaryDirectory() as tmp:
-        configs = repo_configs(rows, train, test, kind)
+        configs = repo_configs(rows, train, test, kind) + [logits_config(r, info) for r, info in logits]
         card_meta = write_data_files(Path(tmp), configs)
+        for _, info in logits:
+            info.update(storage_figures(Path(tmp), info))
+            print(
+                f"{info['config']}: {info['bytes_per_token']} bytes per token at k={info['k']} "
+                f"({info['bytes_per_token_per_k']} per k), {info['relative_to_text']}x the text config"
+            )
+        build["logits"] = [info for _, info in logits]
         card = render_card(
-            args, target, repo, task_spec, teachers, counts, load_report, contamination, train, kind, configs, card_meta
+            *(args, target, repo, task_spec, teachers, counts, load_report, contamination, train, kind, configs),
+            card_meta,
+            logits_info=build["logits"],
         )
         card.save(Path(tmp) / "README.md")
         (Path(tmp) / "scalingdown_build.json").write_text(json.dumps(build, indent=2, default=str))

@@ -5,7 +5,11 @@ One function, so a model trained on ``make train`` data sees the same words unde
 
 from __future__ import annotations
 
+import json
+
 from scalingdown.schema import format_question
+
+SMOLLM2_DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
 ANSWER_INSTRUCTIONS = {
     "numeric": "Solve the problem step by step, then finish with 'The answer is <number>.'",
@@ -26,3 +30,26 @@ def student_messages(question: str, choices: list[str] | None, answer_kind: str,
     if response is not None:
         messages.append({"role": "assistant", "content": response})
     return messages
+
+
+def chatml_training_template(default_system: str) -> str:
+    """SmolLM2's ChatML template with ``{% generation %}`` around what the assistant must learn to write.
+
+    The markers let TRL's ``assistant_only_loss`` mask everything else; ``<|im_end|>`` is inside them so the
+    student learns to stop. Rendering is unchanged from SmolLM2's own template apart from the default system.
+    """
+    system = json.dumps(default_system)
+    return (
+        "{%- for message in messages %}"
+        "{%- if loop.first and messages[0]['role'] != 'system' %}"
+        "{{ '<|im_start|>system\\n' + " + system + " + '<|im_end|>\\n' }}"
+        "{%- endif %}"
+        "{%- if message['role'] == 'assistant' %}"
+        "{{ '<|im_start|>assistant\\n' }}{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}"
+        "{{ '\\n' }}"
+        "{%- else %}"
+        "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+        "{%- endif %}"
+        "{%- endfor %}"
+        "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{%- endif %}"
+    )

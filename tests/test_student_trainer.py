@@ -11,8 +11,8 @@ from peft import LoraConfig
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from trl import SFTConfig, SFTTrainer
 
+from scalingdown.prompts import chatml_training_template
 from trainers import student_trainer
-from trainers.sft import chatml_training_template
 from trainers.student_trainer import StudentSFTTrainer, compact_head_supported
 
 

@@ -31,10 +31,13 @@ from transformers import AutoTokenizer, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, SFTConfig, TrlParser, get_peft_config
 
+from datasets_builders.logits import STUDENT_SYSTEM, LogitsError, tokenizer_identity
 from model_cards import template_path
 from scalingdown.answers import format_final_answer
 from scalingdown.hub import HubTarget, dataset_repo_name, folder_revision, model_repo_name
+from scalingdown.prompts import SMOLLM2_DEFAULT_SYSTEM, chatml_training_template
 from trainers.cost import training_cost
+from trainers.kd import DistillationArguments, KDTrainer, load_online_teacher, offline_rows, online_rows
 from trainers.sizes import StudentSize, format_params, get_size
 from trainers.student_trainer import StudentSFTTrainer
 
@@ -43,8 +46,8 @@ logger = logging.getLogger("trainers.sft")
 METHODS = {
     "sft": "rationale distillation: the student learns each teacher's explanation and its final answer",
     "label": "answer-only baseline: the student learns only the closing sentence 'The answer is X.'",
+    "kd": "logit distillation: alpha * KD(teacher top-k || student) + (1 - alpha) * NLL on the rationale tokens",
 }
-SMOLLM2_DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 EXAMPLES_CONFIG = "examples"  # every training example of a dataset repo, rationale or not (push_data.repo_configs)
 
 
@@ -148,29 +151,6 @@ def load_training_rows(script_args: ScriptArguments, location: str) -> tuple[Dat
 # -- tokenizer and model ------------------------------------------------------------------------------
 
 
-def chatml_training_template(default_system: str) -> str:
-    """SmolLM2's ChatML template with ``{% generation %}`` around what the assistant must learn to write.
-
-    The markers let TRL's ``assistant_only_loss`` mask everything else; ``<|im_end|>`` is inside them so the
-    student learns to stop. Rendering is unchanged from SmolLM2's own template apart from the default system.
-    """
-    system = json.dumps(default_system)
-    return (
-        "{%- for message in messages %}"
-        "{%- if loop.first and messages[0]['role'] != 'system' %}"
-        "{{ '<|im_start|>system\\n' + " + system + " + '<|im_end|>\\n' }}"
-        "{%- endif %}"
-        "{%- if message['role'] == 'assistant' %}"
-        "{{ '<|im_start|>assistant\\n' }}{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}"
-        "{{ '\\n' }}"
-        "{%- else %}"
-        "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-        "{%- endif %}"
-        "{%- endfor %}"
-        "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{%- endif %}"
-    )
-
-
 def load_tokenizer(size: StudentSize, default_system: str):
     """The student's tokenizer; ChatML tokenizers get the training template (TRL patches the others)."""
     tokenizer = AutoTokenizer.from_pretrained(size.tokenizer_source())
@@ -214,7 +194,8 @@ def render_model_card(context: dict) -> ModelCard:
         base_model=size.base_model,
         datasets=[context["dataset_repo"]],
         tags=["scalingdown", "distillation", context["task"], f"method-{context['method']}", f"size-{size.name}"]
-        + (["lora"] if context["lora"] else []),
+        + (["lora"] if context["lora"] else [])
+        + ([f"kd-{context['kd']['kd_loss']}", f"kd-{context['kd']['kd_source']}"] if context.get("kd") else []),
         license="apache-2.0",
         library_name="transformers",
         pipeline_tag="text-generation",
@@ -242,7 +223,7 @@ def save_for_push(trainer: StudentSFTTrainer, tokenizer, folder: Path, lora: boo
 class TrainingRun:
     """Everything ``main`` built before training: the trainer and what the card needs to say about it."""
 
-    trainer: StudentSFTTrainer
+    trainer: StudentSFTTrainer  # KDTrainer for --method kd
     tokenizer: object
     size: StudentSize
     repo: str
@@ -255,9 +236,37 @@ class TrainingRun:
     tagged: bool
     default_teacher: str
     default_system: str
+    kd_info: dict | None = None
+    example_user: str = ""
 
 
-def build_run(script_args: ScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> TrainingRun:
+def distillation_data(
+    script_args: ScriptArguments, kd_args: DistillationArguments, location: str, rows: Dataset, tokenizer, size
+) -> tuple[Dataset, object, dict]:
+    """``(tokenized rows, online teacher or None, what the card records)`` for ``--method kd``.
+
+    Every check (stored logits present, tokenizer shared with the teacher) runs here, before any model is built.
+    """
+    student = tokenizer_identity(tokenizer, size.source)
+    if kd_args.kd_source == "offline":
+        kd_rows, info = offline_rows(location, student, kd_args, teachers=script_args.teachers)
+        teacher_model = None
+    else:
+        spec = kd_args.kd_teacher or sorted(set(load_dataset(location, split="train")["teacher"]))[0]
+        teacher_model, info = load_online_teacher(spec, student)
+        info["k"] = kd_args.kd_top_k or "vocabulary"
+        kd_rows = online_rows(rows, tokenizer)
+    if script_args.max_train_rows:
+        kd_rows = kd_rows.select(range(min(script_args.max_train_rows, len(kd_rows))))
+    return kd_rows, teacher_model, {**info, **kd_args.describe()}
+
+
+def build_run(
+    script_args: ScriptArguments,
+    training_args: SFTConfig,
+    model_args: ModelConfig,
+    kd_args: DistillationArguments | None = None,
+) -> TrainingRun:
     """Data, tokenizer, model and the TRL trainer for one run (resuming from the last checkpoint if any)."""
     size = get_size(script_args.size)
     target = HubTarget.from_env()
@@ -278,21 +287,36 @@ def build_run(script_args: ScriptArguments, training_args: SFTConfig, model_args
     rows, teachers, tagged = load_training_rows(script_args, location)
     default_teacher = script_args.default_teacher or teachers[0]
     default_system = teacher_instruction(default_teacher) if tagged else SMOLLM2_DEFAULT_SYSTEM
-    logger.info("%d training rows from %s (teachers %s)", len(rows), location, teachers)
-
+    if script_args.method == "kd":
+        default_system = STUDENT_SYSTEM  # the system turn of the sequences the teacher scored
     tokenizer = load_tokenizer(size, default_system)
+
+    kd_info, example_user = None, rows[0]["messages"][-2]["content"]
+    if script_args.method == "kd":
+        kd_args = kd_args or DistillationArguments()
+        rows, teacher_model, kd_info = distillation_data(script_args, kd_args, location, rows, tokenizer, size)
+        if training_args.packing or training_args.padding_free or training_args.truncation_mode != "keep_start":
+            raise LogitsError("--method kd needs unpacked, right-truncated rows: drop --packing/--padding_free")
+        training_args.remove_unused_columns = False  # the teacher's top-k columns reach the collator
+        training_args.assistant_only_loss = False  # labels come with the rows
+    else:
+        training_args.assistant_only_loss = True
+    logger.info("%d training rows from %s (teachers %s)", len(rows), location, teachers)
     model = load_model(size, model_args, tokenizer, training_args.seed)
 
-    training_args.assistant_only_loss = True
     if training_args.include_num_input_tokens_seen in (None, "no", False):
         training_args.include_num_input_tokens_seen = "non_padding"
-    trainer = StudentSFTTrainer(
+    common = dict(
         model=model,
         args=training_args,
         train_dataset=rows,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )
+    if kd_info is not None:
+        trainer = KDTrainer(**common, kd_args=kd_args, teacher_model=teacher_model)
+    else:
+        trainer = StudentSFTTrainer(**common)
     return TrainingRun(
         trainer=trainer,
         tokenizer=tokenizer,
@@ -307,16 +331,23 @@ def build_run(script_args: ScriptArguments, training_args: SFTConfig, model_args
         tagged=tagged,
         default_teacher=default_teacher,
         default_system=default_system,
+        kd_info=kd_info,
+        example_user=example_user,
     )
 
 
-def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> str:
+def main(
+    script_args: ScriptArguments,
+    training_args: SFTConfig,
+    model_args: ModelConfig,
+    kd_args: DistillationArguments | None = None,
+) -> str:
     """Train one size with one method and push it; returns the model repo's location."""
     set_seed(training_args.seed)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
 
-    run = build_run(script_args, training_args, model_args)
+    run = build_run(script_args, training_args, model_args, kd_args)
     trainer, tokenizer, size, repo, output_dir = run.trainer, run.tokenizer, run.size, run.repo, run.output_dir
     last_checkpoint, rows, teachers, tagged = run.last_checkpoint, run.rows, run.teachers, run.tagged
     lora = bool(model_args.use_peft)
@@ -366,7 +397,8 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: Mod
         dataset_repo=run.dataset_repo,
         dataset_revision=run.dataset_revision or "unknown",
         train_rows=len(rows),
-        train_config=rows.info.config_name or "default",
+        train_config=(run.kd_info or {}).get("logits_config") or rows.info.config_name or "default",
+        kd=run.kd_info,
         teachers=teachers,
         teacher_tags=tagged,
         teacher_instruction_example=teacher_instruction(run.default_teacher),
@@ -384,7 +416,7 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: Mod
         ),
         recipe=script_args.recipe or "command line",
         code_revision=code_revision(),
-        example_messages=repr([{"role": "user", "content": rows[0]["messages"][-2]["content"]}]),
+        example_messages=repr([{"role": "user", "content": run.example_user}]),
         training_tokens=f"{trainer.state.num_input_tokens_seen:,}",
         steps=trainer.state.global_step,
         wall_time=f"{seconds:.1f} s (this run)",
@@ -403,13 +435,13 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: Mod
 
 
 def cli(argv: list[str] | None = None) -> str:
-    parser = TrlParser((ScriptArguments, SFTConfig, ModelConfig))
+    parser = TrlParser((ScriptArguments, DistillationArguments, SFTConfig, ModelConfig))
     argv = sys.argv[1:] if argv is None else argv
-    script_args, training_args, model_args = parser.parse_args_and_config(argv)
+    script_args, kd_args, training_args, model_args = parser.parse_args_and_config(argv)
     if "--config" in argv and script_args.recipe is None:
         script_args.recipe = argv[argv.index("--config") + 1]
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return main(script_args, training_args, model_args)
+    return main(script_args, training_args, model_args, kd_args)
 
 
 if __name__ == "__main__":

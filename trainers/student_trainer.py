@@ -17,9 +17,11 @@ positions of one micro-batch are materialised (tokens x vocab x 4 bytes, e.g. 0.
 from __future__ import annotations
 
 import types
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from transformers.utils import ModelOutput
 from trl import SFTTrainer
 from trl.trainer.utils import FusedCausalLMOutput
 
@@ -71,11 +73,44 @@ def compact_lm_head_forward(
     )
 
 
+@dataclass
+class LabelledLogits(ModelOutput):
+    """The logits ``[N, V]`` of the N labelled positions, their targets ``[N]`` and where they are ``[B, L-1]``."""
+
+    logits: torch.Tensor | None = None
+    targets: torch.Tensor | None = None
+    label_mask: torch.Tensor | None = None
+
+
+def labelled_logits_forward(model, backbone_kwargs: dict, labels: torch.Tensor) -> LabelledLogits:
+    """Backbone over every position, LM head over the labelled ones only: what distillation losses need."""
+    backbone_kwargs["use_cache"] = False
+    hidden_states = model.base_model(**backbone_kwargs).last_hidden_state[:, :-1]
+    mask = labels[:, 1:] != -100
+    logits = model.get_output_embeddings()(hidden_states[mask])
+    return LabelledLogits(logits=logits, targets=labels[:, 1:][mask], label_mask=mask)
+
+
 def add_compact_lm_head(model) -> None:
-    """Route the model's ``fused_lm_head=True`` calls (already patched by TRL) to ``compact_lm_head_forward``."""
+    """Route the model's ``fused_lm_head=True`` calls (already patched by TRL) to ``compact_lm_head_forward``,
+    and its ``labelled_logits=True`` calls (on every device) to ``labelled_logits_forward``.
+
+    Both go through the model's own ``forward``, so DDP, FSDP and PEFT wrappers see an ordinary call.
+    """
     fused_forward = model.forward
 
-    def forward(self, *args, fused_lm_head=False, labels=None, shift_labels=None, num_items_in_batch=None, **kwargs):
+    def forward(
+        self,
+        *args,
+        fused_lm_head=False,
+        labelled_logits=False,
+        labels=None,
+        shift_labels=None,
+        num_items_in_batch=None,
+        **kwargs,
+    ):
+        if labelled_logits:
+            return labelled_logits_forward(self, kwargs, labels)
         if not fused_lm_head or args or kwargs.get("output_router_logits") or self.device.type in KERNEL_DEVICES:
             return fused_forward(
                 *args,

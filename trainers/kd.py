@@ -1,0 +1,264 @@
+"""Logit distillation (``make train METHOD=kd``): alpha·KD + (1-alpha)·NLL on the rationale tokens.
+
+    make push-data LOGITS=16                        # the teacher's top-16 log-probs, stored once
+    make train METHOD=kd SIZE=8M ALPHA=0.5 KD_LOSS=fkl TEMPERATURE=1
+    make train METHOD=kd SIZE=8M KD_SOURCE=online   # the same loss with the teacher loaded, for comparison
+
+Offline (default), the student trains on a ``logits-<teacher>`` config of the dataset repo: the token sequences
+the teacher scored and its top-k per assistant token, streamed by ``datasets``; the teacher is never loaded.
+Online, the teacher runs beside the student on the same sequences (``tokenize_conversation`` of the ``default``
+rows) and its top-``kd_top_k`` (0 = whole vocabulary) goes through the same loss. The losses and the tail
+handling are in ``trainers.kd_losses``. Teacher and student must share a tokenizer: checked before training.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from datasets import Dataset, get_dataset_config_names, load_dataset
+
+from datasets_builders.logits import LogitsError, tokenize_conversation, tokenizer_identity
+from trainers.kd_losses import KD_LOSSES, TAILS, distillation_loss, teacher_top_k
+from trainers.student_trainer import StudentSFTTrainer, compact_head_supported, labelled_logits_forward
+
+logger = logging.getLogger("trainers.kd")
+
+KD_SOURCES = ("offline", "online")
+LOGITS_PREFIX = "logits-"
+TEACHER_COLUMNS = ("topk_ids", "topk_logprobs", "span_start", "k")
+
+
+@dataclass
+class DistillationArguments:
+    """The ``kd`` method's options (ignored by the other methods)."""
+
+    alpha: float = field(default=0.5, metadata={"help": "Weight of the KD term; 1 - alpha weighs the NLL term."})
+    kd_loss: str = field(default="fkl", metadata={"help": f"One of {KD_LOSSES} (forward/reverse KL, TVD, BiLD)."})
+    temperature: float = field(default=1.0, metadata={"help": "Softmax temperature of the KD term (BiLD: 3)."})
+    kd_tail: str = field(
+        default="bucket",
+        metadata={"help": f"Mass outside the teacher's top-k: {TAILS} (see trainers/kd_losses.py)."},
+    )
+    bild_k: int = field(default=8, metadata={"help": "BiLD: how many top logits are compared pairwise."})
+    kd_source: str = field(default="offline", metadata={"help": f"One of {KD_SOURCES}."})
+    logits_config: str | None = field(
+        default=None,
+        metadata={
+            "help": "Dataset config with the stored logits (default: the logits-* one sharing the student's tokenizer)."
+        },
+    )
+    kd_teacher: str | None = field(
+        default=None,
+        metadata={"help": "Online KD: the teacher spec (default: the dataset's first teacher)."},
+    )
+    kd_top_k: int = field(default=0, metadata={"help": "Online KD: keep the teacher's top-k only (0 = vocabulary)."})
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"--alpha must be in [0, 1], got {self.alpha}")
+        if self.kd_loss not in KD_LOSSES:
+            raise ValueError(f"--kd_loss must be one of {KD_LOSSES}, got {self.kd_loss!r}")
+        if self.kd_tail not in TAILS:
+            raise ValueError(f"--kd_tail must be one of {TAILS}, got {self.kd_tail!r}")
+        if self.kd_source not in KD_SOURCES:
+            raise ValueError(f"--kd_source must be one of {KD_SOURCES}, got {self.kd_source!r}")
+        if self.temperature <= 0:
+            raise ValueError(f"--temperature must be positive, got {self.temperature}")
+
+    def describe(self) -> dict:
+        return {
+            "alpha": self.alpha,
+            "kd_loss": self.kd_loss,
+            "temperature": self.temperature,
+            "kd_tail": self.kd_tail,
+            "kd_source": self.kd_source,
+            **({"bild_k": self.bild_k} if self.kd_loss == "bild" else {}),
+        }
+
+
+# -- data -------------------------------------------------------------------------------------------------
+
+
+def with_labels(row: dict) -> dict:
+    """Labels = the assistant span's tokens, -100 elsewhere (the NLL and KD positions are the same)."""
+    start, end, ids = row["span_start"], row["span_end"], row["input_ids"]
+    return {"labels": [-100] * start + list(ids[start:end]) + [-100] * (len(ids) - end)}
+
+
+def mismatch_message(stored: dict, student: dict, where: str) -> str:
+    return (
+        f"{where} comes from tokenizer {stored['tokenizer']} (vocab {stored['vocab_size']}, hash "
+        f"{stored['tokenizer_hash']}) but the student speaks {student['tokenizer']} (vocab {student['vocab_size']}, "
+        f"hash {student['tokenizer_hash']}): logit distillation needs one vocabulary. Pick a student size in the "
+        "teacher's family (python -m trainers.sizes), or rebuild the logits with a teacher that shares the "
+        "student's tokenizer (make push-data LOGITS=k LOGITS_TEACHERS=...)."
+    )
+
+
+def offline_rows(
+    location: str, student: dict, kd_args: DistillationArguments, teachers: str | None = None
+) -> tuple[Dataset, dict]:
+    """The stored logits config whose tokenizer is the student's, with labels; and what the card records.
+
+    ``teachers`` (comma-separated) keeps only the rows whose rationale those teachers wrote, as for ``sft``.
+    """
+    names = [c for c in get_dataset_config_names(location) if c.startswith(LOGITS_PREFIX)]
+    if kd_args.logits_config:
+        if kd_args.logits_config not in names:
+            raise LogitsError(f"{location} has no config {kd_args.logits_config!r}; it has {names or 'none'}")
+        names = [kd_args.logits_config]
+    if not names:
+        raise LogitsError(
+            f"{location} has no stored teacher logits: run `make push-data LOGITS=16` to add them, "
+            "or train with KD_SOURCE=online"
+        )
+    wanted = {t.strip() for t in (teachers or "").split(",") if t.strip()}
+    mismatches = []
+    for name in names:
+        rows = load_dataset(location, name, split="train")
+        stored = {key: rows[0][key] for key in ("tokenizer", "tokenizer_hash", "vocab_size")}
+        if stored["tokenizer_hash"] == student["tokenizer_hash"]:
+            info = {"logits_config": name, "logits_teacher": rows[0]["logits_teacher"], "k": rows[0]["k"], **stored}
+            keep = ["input_ids", "labels", *TEACHER_COLUMNS]
+            if wanted:
+                rows = rows.filter(lambda row: row["teacher"] in wanted)
+                if len(rows) == 0:
+                    raise LogitsError(f"no rows of {name} have a rationale by {sorted(wanted)}")
+            rows = rows.map(with_labels)
+            return rows.remove_columns([c for c in rows.column_names if c not in keep]), info
+        mismatches.append(mismatch_message(stored, student, f"config {name!r} of {location}"))
+    raise LogitsError("\n".join(mismatches))
+
+
+def online_rows(rationale_rows: Dataset, tokenizer) -> Dataset:
+    """The ``default`` rows tokenized exactly as the logits builder does, with labels."""
+
+    def tokenize(row: dict) -> dict:
+        encoded = tokenize_conversation(tokenizer, row["messages"])
+        return {**encoded, **with_labels(encoded)}
+
+    rows = rationale_rows.map(tokenize)
+    return rows.select_columns(["input_ids", "labels"])
+
+
+class DistillationCollator:
+    """TRL's collator for ids and labels, plus the stored top-k as ``[B, L, k]`` tensors aligned with ``labels``.
+
+    Position ``t`` holds the teacher's distribution over token ``t`` (predicted from ``t - 1``), so after the usual
+    shift it lines up with the labels. Positions without a label keep zeros and are never read.
+    """
+
+    def __init__(self, base):
+        self.base = base
+
+    def __call__(self, examples: list[dict]) -> dict:
+        teacher = [{name: example.pop(name) for name in TEACHER_COLUMNS if name in example} for example in examples]
+        batch = self.base(examples)
+        if not teacher[0]:
+            return batch
+        rows, length = batch["input_ids"].shape
+        k = max(t["k"] for t in teacher)
+        ids = torch.zeros(rows, length, k, dtype=torch.long)
+        logprobs = torch.zeros(rows, length, k, dtype=torch.float32)
+        for row, t in enumerate(teacher):
+            top = np.asarray(t["topk_ids"], dtype=np.int64).reshape(-1, t["k"])
+            values = np.asarray(t["topk_logprobs"], dtype=np.float32).reshape(-1, t["k"])
+            start = t["span_start"]
+            end = min(start + len(top), length)  # a sequence TRL truncated at max_length loses its tail
+            ids[row, start:end, : t["k"]] = torch.from_numpy(top[: end - start])
+            logprobs[row, start:end, : t["k"]] = torch.from_numpy(values[: end - start])
+        batch["teacher_ids"], batch["teacher_logprobs"] = ids, logprobs
+        return batch
+
+
+# -- trainer ----------------------------------------------------------------------------------------------
+
+
+class KDTrainer(StudentSFTTrainer):
+    """``SFTTrainer`` whose loss is ``alpha * KD + (1 - alpha) * NLL`` over the assistant tokens.
+
+    The student's logits are projected at labelled positions only (``labelled_logits_forward``), through the
+    model's own forward so DDP/PEFT wrappers are honoured. Normalisation follows TRL: sums over tokens divided by
+    the number of labelled tokens in the whole (accumulated, all-rank) batch.
+    """
+
+    def __init__(self, *args, kd_args: DistillationArguments, teacher_model=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.kd_args = kd_args
+        self.teacher_model = teacher_model
+        self.data_collator = DistillationCollator(self.data_collator)
+        model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        if not compact_head_supported(model):
+            raise LogitsError(f"{type(model).__name__} scales or caps its logits; KD here needs a plain linear LM head")
+        if teacher_model is not None:
+            teacher_model.to(self.accelerator.device).eval().requires_grad_(False)
+        for key in ("kd_loss", "nll"):
+            self._metrics["train"][key], self._metrics["eval"][key] = [], []
+
+    @torch.no_grad()
+    def online_teacher(self, inputs: dict, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        kwargs = {"input_ids": inputs["input_ids"], "attention_mask": inputs.get("attention_mask")}
+        out = labelled_logits_forward(self.teacher_model, kwargs, inputs["labels"])
+        return teacher_top_k(out.logits, self.kd_args.kd_top_k)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        mode = "train" if self.model.training else "eval"
+        teacher_ids = inputs.pop("teacher_ids", None)
+        teacher_logprobs = inputs.pop("teacher_logprobs", None)
+        out = model(
+            input_ids=inputs["input_ids"],
+            attention_mask=inputs.get("attention_mask"),
+            labels=inputs["labels"],
+            labelled_logits=True,
+        )
+        logits, mask = out.logits.float(), out.label_mask
+        if self.teacher_model is not None:
+            teacher_ids, teacher_logprobs = self.online_teacher(inputs, mask)
+        elif teacher_ids is None:
+            raise LogitsError("KD batch without teacher logits: train on a logits-* config or with KD_SOURCE=online")
+        else:
+            teacher_ids, teacher_logprobs = teacher_ids[:, 1:][mask], teacher_logprobs[:, 1:][mask]
+        args = self.kd_args
+        kd = distillation_loss(
+            logits, teacher_ids, teacher_logprobs, args.kd_loss, args.temperature, args.kd_tail, args.bild_k
+        ).sum()
+        nll = F.cross_entropy(logits, out.targets, reduction="sum")
+        count = torch.as_tensor(mask.sum() if num_items_in_batch is None else num_items_in_batch).clamp(min=1)
+        loss = (args.alpha * kd + (1 - args.alpha) * nll) / count
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+
+        with torch.no_grad():
+            tokens = self.accelerator.gather_for_metrics(mask.sum()).sum().clamp(min=1)
+            gathered = {
+                "kd_loss": kd.detach(),
+                "nll": nll.detach(),
+                "mean_token_accuracy": (logits.argmax(-1) == out.targets).sum(),
+                "entropy": -(logits.softmax(-1) * logits.log_softmax(-1)).sum(),
+            }
+            for key, value in gathered.items():
+                self._metrics[mode][key].append((self.accelerator.gather_for_metrics(value).sum() / tokens).item())
+        if mode == "train":
+            self._total_train_tokens += self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum().item()
+            self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+        return (loss, out) if return_outputs else loss
+
+
+def load_online_teacher(spec: str, student: dict):
+    """The teacher model for online KD, after checking it speaks the student's tokenizer."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from datasets_builders.teachers import resolve_model_source
+
+    name, source = resolve_model_source(spec)
+    identity = tokenizer_identity(AutoTokenizer.from_pretrained(source), name)
+    if identity["tokenizer_hash"] != student["tokenizer_hash"]:
+        raise LogitsError(mismatch_message(identity, student, f"online teacher {name!r}"))
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    if not compact_head_supported(model):
+        raise LogitsError(f"online teacher {name!r} scales or caps its logits; use stored logits instead")
+    return model, {"logits_teacher": name, "k": "vocabulary", **identity}
