@@ -23,6 +23,8 @@ MODE ?= teacher_forced
 MAX_NEW_TOKENS ?= 128
 BATCH_SIZE ?= 16
 CONSISTENCY ?= drop
+LOGITS ?= 0
+LOGITS_TEACHERS ?=
 CONFIG ?=
 ARGS ?=
 
@@ -30,6 +32,13 @@ ARGS ?=
 SIZE ?= 1M
 METHOD ?= sft
 LORA ?=
+# METHOD=kd: empty values keep the recipe's (recipes/train/<task>/kd.yaml)
+ALPHA ?=
+KD_LOSS ?=
+TEMPERATURE ?=
+KD_SOURCE ?=
+KD_FLAGS = $(if $(ALPHA),--alpha $(ALPHA)) $(if $(KD_LOSS),--kd_loss $(KD_LOSS)) \
+	$(if $(TEMPERATURE),--temperature $(TEMPERATURE)) $(if $(KD_SOURCE),--kd_source $(KD_SOURCE))
 SIZES ?= 1M 3M 8M
 RECIPE ?= $(METHOD)$(if $(LORA),-lora)
 TRAIN_CONFIG ?= $(firstword $(wildcard recipes/train/$(TASK)/$(RECIPE).yaml) recipes/train/synthetic_gsm/$(RECIPE).yaml)
@@ -61,6 +70,7 @@ EVAL_FLAGS = --task $(TASK) --variants $(VARIANTS) --limit $(EVAL_LIMIT_USED) --
 
 PUSH_DATA_FLAGS = --task $(TASK) --teachers $(TEACHERS) --limit $(LIMIT) --test_limit $(TEST_LIMIT) \
 	--mode $(MODE) --max_new_tokens $(MAX_NEW_TOKENS) --batch_size $(BATCH_SIZE) --consistency $(CONSISTENCY) \
+	--logits $(LOGITS) $(if $(LOGITS_TEACHERS),--logits_teachers $(LOGITS_TEACHERS)) \
 	$(if $(DATA),--data $(DATA)) $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
 
 .PHONY: help install push-data train sweep pretrain sizes eval space push-space demo test lint bench-generation \
@@ -69,8 +79,9 @@ PUSH_DATA_FLAGS = --task $(TASK) --teachers $(TEACHERS) --limit $(LIMIT) --test_
 help:
 	@echo "make demo                 run the whole flow on the embedded default (synthetic_gsm, packaged teachers)"
 	@echo "make test                 install, lint and run the test suite"
-	@echo "make push-data TASK=... TEACHERS=... DATA=... LIMIT=...   teacher rationales -> dataset repo"
-	@echo "make train SIZE=1M METHOD=sft|label LORA=1   rationale dataset repo -> one student model repo"
+	@echo "make push-data TASK=... TEACHERS=... DATA=... LIMIT=... LOGITS=16   teacher rationales (+ top-k logits) -> dataset repo"
+	@echo "make train SIZE=1M METHOD=sft|label|kd LORA=1   rationale dataset repo -> one student model repo"
+	@echo "make train METHOD=kd ALPHA=0.5 KD_LOSS=fkl|rkl|tvd|bild TEMPERATURE=1 KD_SOURCE=offline|online   logit distillation"
 	@echo "make sweep SIZES=\"1M 3M 8M\"   train every size in the list (RECIPE=sft-pretrained for 135M/pruned)"
 	@echo "make pretrain SIZE=8M CORPUS=offline|fineweb-edu|cosmopedia|code PRICE=...   corpus repo, then a"
 	@echo "                          scratch size pre-trained from random weights -> pretrain-8M, with its cost"
@@ -105,7 +116,7 @@ push-data: install
 
 train: install
 	$(PY) -m trainers.sft --config $(TRAIN_CONFIG) --task $(TASK) --size $(SIZE) --method $(METHOD) \
-		$(if $(LORA),--use_peft true) $(ARGS)
+		$(if $(LORA),--use_peft true) $(KD_FLAGS) $(ARGS)
 
 sweep: install
 	@for s in $(SIZES); do $(MAKE) --no-print-directory train SIZE=$$s || exit 1; done

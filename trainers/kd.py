@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from datasets import Dataset, get_dataset_config_names, load_dataset
 
 from datasets_builders.logits import LogitsError, tokenize_conversation, tokenizer_identity
-from trainers.kd_losses import KD_LOSSES, TAILS, distillation_loss, teacher_top_k
+from trainers.kd_losses import KD_LOSSES, TAILS, distillation_loss_from_logprobs, teacher_top_k
 from trainers.student_trainer import StudentSFTTrainer, compact_head_supported, labelled_logits_forward
 
 logger = logging.getLogger("trainers.kd")
@@ -223,10 +222,11 @@ class KDTrainer(StudentSFTTrainer):
         else:
             teacher_ids, teacher_logprobs = teacher_ids[:, 1:][mask], teacher_logprobs[:, 1:][mask]
         args = self.kd_args
-        kd = distillation_loss(
-            logits, teacher_ids, teacher_logprobs, args.kd_loss, args.temperature, args.kd_tail, args.bild_k
+        logprobs = logits.log_softmax(-1)  # one log-softmax for both terms
+        kd = distillation_loss_from_logprobs(
+            logprobs, teacher_ids, teacher_logprobs, args.kd_loss, args.temperature, args.kd_tail, args.bild_k
         ).sum()
-        nll = F.cross_entropy(logits, out.targets, reduction="sum")
+        nll = -logprobs.gather(-1, out.targets.unsqueeze(-1)).sum()
         count = torch.as_tensor(mask.sum() if num_items_in_batch is None else num_items_in_batch).clamp(min=1)
         loss = (args.alpha * kd + (1 - args.alpha) * nll) / count
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
@@ -238,7 +238,7 @@ class KDTrainer(StudentSFTTrainer):
                 "kd_loss": kd.detach(),
                 "nll": nll.detach(),
                 "mean_token_accuracy": (logits.argmax(-1) == out.targets).sum(),
-                "entropy": -(logits.softmax(-1) * logits.log_softmax(-1)).sum(),
+                "entropy": -(logprobs.exp() * logprobs).sum(),
             }
             for key, value in gathered.items():
                 self._metrics[mode][key].append((self.accelerator.gather_for_metrics(value).sum() / tokens).item())

@@ -125,6 +125,21 @@ def distillation_loss(
 ) -> torch.Tensor:
     """Per-position distillation loss ``[N]`` from student logits ``[N, V]`` and the teacher's top-k ``[N, k]``."""
     student_logprobs = at_least_fp32(student_logits).log_softmax(-1)
+    return distillation_loss_from_logprobs(
+        student_logprobs, teacher_ids, teacher_logprobs, loss, temperature, tail, bild_k
+    )
+
+
+def distillation_loss_from_logprobs(
+    student_logprobs: torch.Tensor,
+    teacher_ids: torch.Tensor,
+    teacher_logprobs: torch.Tensor,
+    loss: str = "fkl",
+    temperature: float = 1.0,
+    tail: str = "bucket",
+    bild_k: int = 8,
+) -> torch.Tensor:
+    """``distillation_loss`` for a caller that already has the student's log-softmax (and reuses it for the NLL)."""
     teacher_logprobs = at_least_fp32(teacher_logprobs).to(student_logprobs.dtype)
     teacher_ids = teacher_ids.long()
     if loss == "bild":

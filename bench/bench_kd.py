@@ -1,0 +1,182 @@
+"""Offline vs online logit distillation vs plain SFT (speed, memory), and what stored top-k logits cost on disk.
+
+    python bench/bench_kd.py speed --size 8M --steps 6          # sft, kd-offline, kd-online: tokens/s, peak RSS
+    python bench/bench_kd.py storage --ks 8,16,32,64            # bytes per token per k, float16 vs float32
+
+Needs the default dataset repo with a logits config (``make push-data LOGITS=16``).
+
+speed: each run is a fresh subprocess building the trainer ``trainers/sft.py`` builds (recipe
+``recipes/train/synthetic_gsm/kd.yaml``, same student size, seed, batch and rows), training ``--steps`` steps.
+``sft`` trains on the same token sequences without teacher system turns (``--teacher_tags false``), so the three
+runs differ only in where the teacher signal comes from. Tokens/s counts the non-padding tokens of
+``trainer.train()`` only; peak RSS is the process's (it includes the online teacher's weights).
+
+storage: the teacher (SmolLM2-135M) scores the repo's train rows once at the largest k (float32); each smaller k
+is its prefix (top-k is sorted). Each k is written as the ``logits-*`` parquet the builder writes (float16
+log-probs), and again with float32 log-probs, and measured. Accuracy of
+float16 storage: the KD loss and its gradient for a fixed random student, from float16 vs float32 log-probs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a script from anywhere
+
+DEFAULT_DATASET = REPO / "hub" / "datasets" / "scalingdown" / "synthetic_gsm-rationales"
+RECIPE = REPO / "recipes" / "train" / "synthetic_gsm" / "kd.yaml"
+RUNS = {
+    "sft": ["--method", "sft", "--teacher_tags", "false"],
+    "kd-offline": ["--method", "kd", "--kd_source", "offline"],
+    "kd-online": ["--method", "kd", "--kd_source", "online", "--kd_teacher", "smollm2-135m-instruct"],
+}
+
+
+def speed_worker(args) -> None:
+    """One run in this process: build, train, print a JSON line with tokens/s and peak RSS."""
+    from trl import TrlParser
+
+    from trainers.sft import DistillationArguments, ModelConfig, ScriptArguments, SFTConfig, build_run
+
+    with tempfile.TemporaryDirectory() as out:
+        argv = ["--config", str(RECIPE), "--size", args.size, "--dataset_name", args.dataset, "--output_dir", out]
+        argv += ["--max_steps", str(args.steps), "--save_strategy", "no", "--logging_steps", str(args.steps)]
+        argv += ["--disable_tqdm", "true", *RUNS[args.worker]]
+        parser = TrlParser((ScriptArguments, DistillationArguments, SFTConfig, ModelConfig))
+        script, kd, training, model = parser.parse_args_and_config(argv)
+        run = build_run(script, training, model, kd)
+        start = time.perf_counter()
+        run.trainer.train()
+        seconds = time.perf_counter() - start
+        tokens = run.trainer.state.num_input_tokens_seen
+    print(
+        json.dumps(
+            {
+                "run": args.worker,
+                "tokens": tokens,
+                "seconds": round(seconds, 2),
+                "tokens_per_s": round(tokens / seconds, 1),
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            }
+        )
+    )
+
+
+def speed(args) -> None:
+    results = {}
+    for run in args.runs.split(","):
+        command = [sys.executable, __file__, "speed", "--worker", run, "--size", args.size]
+        command += ["--steps", str(args.steps), "--dataset", args.dataset]
+        done = subprocess.run(command, capture_output=True, text=True)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if done.returncode or not lines:
+            raise SystemExit(f"{run} failed:\n{done.stderr[-3000:]}")
+        results[run] = json.loads(lines[-1])
+        print(json.dumps(results[run]), flush=True)
+    print(f"\nsize {args.size}, {args.steps} steps, batch from {RECIPE.name}, same rows and seed\n")
+    print(f"{'run':<12}{'tokens/s':>10}{'peak RSS':>11}{'RSS vs sft':>12}{'RSS vs online':>15}{'speed vs online':>17}")
+    sft, online = results.get("sft"), results.get("kd-online")
+    for run, r in results.items():
+        vs_sft = f"{r['peak_rss_mb'] / sft['peak_rss_mb']:.2f}x" if sft else "-"
+        vs_online = f"{r['peak_rss_mb'] / online['peak_rss_mb']:.2f}x" if online else "-"
+        speed_online = f"{r['tokens_per_s'] / online['tokens_per_s']:.2f}x" if online else "-"
+        rss = f"{r['peak_rss_mb']} MB"
+        print(f"{run:<12}{r['tokens_per_s']:>10.1f}{rss:>11}{vs_sft:>12}{vs_online:>15}{speed_online:>17}")
+
+
+def storage(args) -> None:
+    import torch
+    from datasets import List, Value, load_dataset
+
+    from datasets_builders.logits import TeacherScorer, logits_config, storage_figures, tokenize_conversation
+    from datasets_builders.teachers import resolve_model_source
+    from scalingdown.dataset_repo import write_data_files
+    from trainers.kd_losses import distillation_loss
+
+    ks = sorted(int(k) for k in args.ks.split(","))
+    rows = [dict(r) for r in load_dataset(args.dataset, split="train")]
+    name, source = resolve_model_source("smollm2-135m-instruct")
+    scorer = TeacherScorer(name, source)
+    tokenized = [tokenize_conversation(scorer.tokenizer, r["messages"]) for r in rows]
+    scored = []  # float32, straight from the teacher, at the largest k (smaller k are prefixes)
+    for start in range(0, len(tokenized), 8):
+        scored += scorer.score(tokenized[start : start + 8], ks[-1])
+    tokens = sum(len(top) for top, _ in scored)
+    info = {"teacher": name, "config": f"logits-{name}", "assistant_tokens": tokens, **scorer.identity()}
+    text_bytes = sum(p.stat().st_size for p in (Path(args.dataset) / "data").glob("*.parquet"))
+    print(f"{len(rows)} rows, {tokens} assistant tokens; text config {text_bytes} bytes\n")
+    print(f"{'k':>4}{'bytes/token':>13}{'per k':>8}{'vs text':>9}{'float32 bytes/token':>21}")
+    for k in ks:
+        figures = {}
+        for dtype in ("float16", "float32"):
+            sliced = [
+                {
+                    "id": r["id"],
+                    "teacher": r["teacher"],
+                    "logits_teacher": name,
+                    **seq,
+                    "topk_ids": top[:, :k].reshape(-1).tolist(),
+                    "topk_logprobs": values[:, :k].astype(dtype).reshape(-1).tolist(),
+                    "k": k,
+                    **scorer.identity(),
+                }
+                for r, seq, (top, values) in zip(rows, tokenized, scored, strict=True)
+            ]
+            with tempfile.TemporaryDirectory() as tmp:
+                config = logits_config(sliced, {**info, "k": k})
+                config.features["topk_logprobs"] = List(Value(dtype))
+                write_data_files(Path(tmp), [config])
+                figures[dtype] = storage_figures(Path(tmp), {**info, "k": k})
+        f16 = figures["float16"]
+        print(
+            f"{k:>4}{f16['bytes_per_token']:>13.1f}{f16['bytes_per_token_per_k']:>8.2f}"
+            f"{f16['bytes'] / text_bytes:>8.2f}x{figures['float32']['bytes_per_token']:>21.1f}"
+        )
+
+    # float16 vs float32 log-probs: the loss and gradient a fixed random student gets from each
+    k = ks[len(ks) // 2]
+    ids = torch.cat([torch.from_numpy(top[:, :k]) for top, _ in scored[:8]])
+    exact = torch.cat([torch.from_numpy(values[:, :k]) for _, values in scored[:8]])
+    torch.manual_seed(0)
+    student = torch.randn(ids.shape[0], 49152) * 2
+    results = {}
+    for label, values in [("float16", exact.half().float()), ("float32", exact)]:
+        logits = student.clone().requires_grad_(True)
+        loss = distillation_loss(logits, ids, values, "fkl").mean()
+        loss.backward()
+        results[label] = (loss.item(), logits.grad.flatten().double())
+    (loss16, grad16), (loss32, grad32) = results["float16"], results["float32"]
+    cosine = torch.nn.functional.cosine_similarity(grad16, grad32, dim=0).item()
+    print(
+        f"\nk={k}, {ids.shape[0]} tokens, float16 vs float32 log-probs: KD loss {loss16:.6f} vs {loss32:.6f} "
+        f"(relative difference {abs(loss16 - loss32) / loss32:.1e}), gradient cosine {cosine:.7f}, "
+        f"max log-prob rounding {(exact.half().float() - exact).abs().max().item():.1e}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("what", choices=["speed", "storage"])
+    parser.add_argument("--size", default="8M")
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--runs", default=",".join(RUNS))
+    parser.add_argument("--dataset", default=str(DEFAULT_DATASET))
+    parser.add_argument("--ks", default="8,16,32,64")
+    parser.add_argument("--worker", choices=list(RUNS), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.what == "speed":
+        speed_worker(args) if args.worker else speed(args)
+    else:
+        storage(args)
+
+
+if __name__ == "__main__":
+    main()
