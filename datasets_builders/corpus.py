@@ -71,7 +71,7 @@ class CorpusArguments:
     corpus_repo: str = field(default=CORPUS_REPO_NAME, metadata={"help": "Dataset repo name (or ORG/NAME) to push."})
     # synthetic
     teachers: str = field(default=DEFAULT_TEACHERS, metadata={"help": "Teachers that write synthetic documents."})
-    documents_per_teacher: int = field(default=48, metadata={"help": "Synthetic documents each teacher writes."})
+    documents_per_teacher: int = field(default=32, metadata={"help": "Synthetic documents each teacher writes."})
     max_new_tokens: int = field(default=192, metadata={"help": "Longest synthetic document, in tokens."})
     temperature: float = field(default=0.8, metadata={"help": "Sampling temperature of synthetic documents."})
     top_p: float = field(default=0.95, metadata={"help": "Nucleus sampling of synthetic documents."})
