@@ -150,7 +150,8 @@ def measure(request: MeasureRequest) -> MeasureResult:
     output = simple_evaluate(
         model=lm,
         tasks=[config],
-        task_manager=TaskManager(include_path=str(TASKS_DIR)),
+        # our YAMLs are self-contained: indexing lm-eval's thousands of default tasks cost ~14 s per model
+        task_manager=TaskManager(include_path=str(TASKS_DIR), include_defaults=False),
         num_fewshot=request.num_fewshot or None,
         limit=request.limit or None,
         apply_chat_template=request.chat,

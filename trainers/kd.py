@@ -204,6 +204,16 @@ class KDTrainer(StudentSFTTrainer):
         out = labelled_logits_forward(self.teacher_model, kwargs, inputs["labels"])
         return teacher_top_k(out.logits, self.kd_args.kd_top_k)
 
+    def token_weights(
+        self, inputs: dict, teacher_ids: torch.Tensor, teacher_logprobs: torch.Tensor
+    ) -> torch.Tensor | None:
+        """Per-token weights ``[N]`` of both loss terms at the N labelled positions, or None (uniform, the default).
+
+        ``inputs`` holds ``input_ids``, ``attention_mask`` and ``labels``; the teacher's top-k are already at the
+        labelled positions. ``trainers.ensemble`` overrides it to boost the tokens its ensemble gets wrong.
+        """
+        return None
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
         teacher_ids = inputs.pop("teacher_ids", None)
@@ -223,12 +233,17 @@ class KDTrainer(StudentSFTTrainer):
             teacher_ids, teacher_logprobs = teacher_ids[:, 1:][mask], teacher_logprobs[:, 1:][mask]
         args = self.kd_args
         logprobs = logits.log_softmax(-1)  # one log-softmax for both terms
-        kd = distillation_loss_from_logprobs(
+        kd_tokens = distillation_loss_from_logprobs(
             logprobs, teacher_ids, teacher_logprobs, args.kd_loss, args.temperature, args.kd_tail, args.bild_k
-        ).sum()
-        nll = -logprobs.gather(-1, out.targets.unsqueeze(-1)).sum()
+        )
+        nll_tokens = -logprobs.gather(-1, out.targets.unsqueeze(-1)).squeeze(-1)
+        kd, nll = kd_tokens.sum(), nll_tokens.sum()
         count = torch.as_tensor(mask.sum() if num_items_in_batch is None else num_items_in_batch).clamp(min=1)
-        loss = (args.alpha * kd + (1 - args.alpha) * nll) / count
+        weights = self.token_weights(inputs, teacher_ids, teacher_logprobs)
+        if weights is None:
+            loss = (args.alpha * kd + (1 - args.alpha) * nll) / count
+        else:  # the logged kd_loss / nll stay the unweighted ones
+            loss = (args.alpha * (weights * kd_tokens).sum() + (1 - args.alpha) * (weights * nll_tokens).sum()) / count
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * (self.accelerator.num_processes // self.get_tp_size())
 

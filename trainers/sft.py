@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -266,8 +267,12 @@ def build_run(
     training_args: SFTConfig,
     model_args: ModelConfig,
     kd_args: DistillationArguments | None = None,
+    kd_trainer: Callable[..., KDTrainer] = KDTrainer,
 ) -> TrainingRun:
-    """Data, tokenizer, model and the TRL trainer for one run (resuming from the last checkpoint if any)."""
+    """Data, tokenizer, model and the TRL trainer for one run (resuming from the last checkpoint if any).
+
+    ``kd_trainer`` builds the ``--method kd`` trainer (``trainers.ensemble`` passes one that weights tokens).
+    """
     size = get_size(script_args.size)
     target = HubTarget.from_env()
     repo = model_repo_name(script_args.task, script_args.method, size.name, bool(model_args.use_peft))
@@ -314,7 +319,7 @@ def build_run(
         peft_config=get_peft_config(model_args),
     )
     if kd_info is not None:
-        trainer = KDTrainer(**common, kd_args=kd_args, teacher_model=teacher_model)
+        trainer = kd_trainer(**common, kd_args=kd_args, teacher_model=teacher_model)
     else:
         trainer = StudentSFTTrainer(**common)
     return TrainingRun(
@@ -336,6 +341,21 @@ def build_run(
     )
 
 
+def run_training(run: TrainingRun, training_args: SFTConfig) -> tuple[object, float, int]:
+    """Train (from the last checkpoint if any) and save the trainer state: ``(TrainOutput, seconds, tokens)``, the
+    tokens and seconds of this run only (a resumed run does not count what its checkpoint had seen)."""
+    start_tokens = 0
+    if run.last_checkpoint:
+        state = json.loads(Path(run.last_checkpoint, "trainer_state.json").read_text())
+        start_tokens = state.get("num_input_tokens_seen", 0)
+    start = time.perf_counter()
+    result = run.trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint or run.last_checkpoint)
+    seconds = time.perf_counter() - start
+    tokens = run.trainer.state.num_input_tokens_seen - start_tokens  # already summed over every process
+    run.trainer.save_state()
+    return result, seconds, tokens
+
+
 def main(
     script_args: ScriptArguments,
     training_args: SFTConfig,
@@ -349,20 +369,12 @@ def main(
 
     run = build_run(script_args, training_args, model_args, kd_args)
     trainer, tokenizer, size, repo, output_dir = run.trainer, run.tokenizer, run.size, run.repo, run.output_dir
-    last_checkpoint, rows, teachers, tagged = run.last_checkpoint, run.rows, run.teachers, run.tagged
+    rows, teachers, tagged = run.rows, run.teachers, run.tagged
     lora = bool(model_args.use_peft)
     target = HubTarget.from_env()
     counts = size.parameter_counts()
 
-    start_tokens = 0
-    if last_checkpoint:
-        state = json.loads(Path(last_checkpoint, "trainer_state.json").read_text())
-        start_tokens = state.get("num_input_tokens_seen", 0)
-    start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint or last_checkpoint)
-    seconds = time.perf_counter() - start
-    tokens = trainer.state.num_input_tokens_seen - start_tokens  # already summed over every process
-    trainer.save_state()
+    result, seconds, tokens = run_training(run, training_args)
     if not trainer.is_world_process_zero():
         # Under `accelerate launch` only rank 0 probes the device (the probe's cache file is shared), prints the
         # cost, writes the card and pushes: one commit per run, whatever the number of processes or nodes.
