@@ -39,6 +39,13 @@ TEMPERATURE ?=
 KD_SOURCE ?=
 KD_FLAGS = $(if $(ALPHA),--alpha $(ALPHA)) $(if $(KD_LOSS),--kd_loss $(KD_LOSS)) \
 	$(if $(TEMPERATURE),--temperature $(TEMPERATURE)) $(if $(KD_SOURCE),--kd_source $(KD_SOURCE))
+# METHOD=ensemble (trainers/ensemble.py): ROUNDS students, one per round, in one ensemble repo; empty keeps the recipe's
+ROUNDS ?=
+ROUND_SIZES ?=
+BOOSTING ?=
+COMBINE ?=
+ENSEMBLE_FLAGS = $(if $(ROUNDS),--rounds $(ROUNDS)) $(if $(ROUND_SIZES),--round_sizes $(ROUND_SIZES)) \
+	$(if $(BOOSTING),--boosting $(BOOSTING)) $(if $(COMBINE),--combine $(COMBINE))
 SIZES ?= 1M 3M 8M
 RECIPE ?= $(METHOD)$(if $(LORA),-lora)
 TRAIN_CONFIG ?= $(firstword $(wildcard recipes/train/$(TASK)/$(RECIPE).yaml) recipes/train/synthetic_gsm/$(RECIPE).yaml)
@@ -82,6 +89,8 @@ help:
 	@echo "make push-data TASK=... TEACHERS=... DATA=... LIMIT=... LOGITS=16   teacher rationales (+ top-k logits) -> dataset repo"
 	@echo "make train SIZE=1M METHOD=sft|label|kd LORA=1   rationale dataset repo -> one student model repo"
 	@echo "make train METHOD=kd ALPHA=0.5 KD_LOSS=fkl|rkl|tvd|bild TEMPERATURE=1 KD_SOURCE=offline|online   logit distillation"
+	@echo "make train METHOD=ensemble ROUNDS=3 SIZE=1M ROUND_SIZES=1M,1M,3M BOOSTING=1 COMBINE=logits|logprobs   kd students"
+	@echo "                          in rounds -> one ensemble repo (more ROUNDS than pushed adds rounds)"
 	@echo "make sweep SIZES=\"1M 3M 8M\"   train every size in the list (RECIPE=sft-pretrained for 135M/pruned)"
 	@echo "make pretrain SIZE=8M CORPUS=offline|fineweb-edu|cosmopedia|code PRICE=...   corpus repo, then a"
 	@echo "                          scratch size pre-trained from random weights -> pretrain-8M, with its cost"
@@ -115,8 +124,13 @@ push-data: install
 	$(PY) -m datasets_builders.push_data $(PUSH_DATA_FLAGS)
 
 train: install
+ifeq ($(METHOD),ensemble)
+	$(PY) -m trainers.ensemble --config $(TRAIN_CONFIG) --task $(TASK) --size $(SIZE) $(ENSEMBLE_FLAGS) \
+		$(if $(LORA),--use_peft true) $(KD_FLAGS) $(ARGS)
+else
 	$(PY) -m trainers.sft --config $(TRAIN_CONFIG) --task $(TASK) --size $(SIZE) --method $(METHOD) \
 		$(if $(LORA),--use_peft true) $(KD_FLAGS) $(ARGS)
+endif
 
 sweep: install
 	@for s in $(SIZES); do $(MAKE) --no-print-directory train SIZE=$$s || exit 1; done

@@ -25,6 +25,7 @@ logger = logging.getLogger("eval.models")
 
 FEWSHOT_FOR_BASE_MODELS = 1  # a base teacher is scored with one worked shot, as it wrote its rationales (push-data)
 WEIGHT_FILES = ("config.json", "*.safetensors", "scalingdown_source.json")
+ENSEMBLE_MODEL_TYPE = "scalingdown_ensemble"  # trainers.ensemble_model.EnsembleConfig.model_type
 
 
 class ModelDiscoveryError(ValueError):
@@ -59,14 +60,42 @@ class EvalModel:
 # -- facts read from a model folder ------------------------------------------------------------------
 
 
+def ensemble_members(folder: str | Path) -> list[Path | None] | None:
+    """The member model folders of an ensemble repo (``make train METHOD=ensemble``), None for any other model.
+
+    Members in subfolders are read there, a member referenced by a local folder in that folder; a member only on the
+    Hub is not downloaded and is listed as None (its size is then unknown, never undercounted).
+    """
+    config_file = Path(folder) / "config.json"
+    if not config_file.is_file():
+        return None
+    config = json.loads(config_file.read_text())
+    if config.get("model_type") != ENSEMBLE_MODEL_TYPE:
+        return None
+    members = []
+    for member in config.get("members") or []:
+        path = Path(folder) / member["subfolder"] if member.get("subfolder") else Path(member.get("repo", ""))
+        if member.get("subfolder") and not (path / "config.json").is_file():
+            raise ModelDiscoveryError(f"ensemble {folder} lacks its member folder {member['subfolder']}")
+        members.append(path if (path / "config.json").is_file() else None)
+    return members
+
+
 def parameter_counts(folder: str | Path) -> dict[str, int] | None:
     """Total and non-embedding parameters from the safetensors headers (no tensors are read).
 
     A tied output head is stored once and counted once; an untied ``lm_head`` counts as embedding, the
-    convention of the scaling-law papers (Kaplan et al.) that the size ladder uses too.
+    convention of the scaling-law papers (Kaplan et al.) that the size ladder uses too. An ensemble counts every
+    parameter of every member: what it holds in memory and computes with.
     """
     from safetensors import safe_open
 
+    members = ensemble_members(folder)
+    if members is not None:
+        counts = [parameter_counts(member) if member else None for member in members]
+        if not counts or any(c is None for c in counts):
+            return None
+        return {key: sum(c[key] for c in counts) for key in ("total", "non_embedding")}
     files = sorted(Path(folder).glob("*.safetensors"))
     if not files:
         return None
@@ -85,18 +114,26 @@ def parameter_counts(folder: str | Path) -> dict[str, int] | None:
 
 
 def weights_key(folder: str | Path) -> str:
-    """A content key of the weights and config: git blob ids in a local repo, else file hashes."""
+    """A content key of the weights and config: git blob ids in a local repo, else file hashes. For an ensemble:
+    its config and code, and every member folder's weights and config."""
     folder = Path(folder)
     files = sorted({p for pattern in WEIGHT_FILES for p in folder.glob(pattern) if p.is_file()})
     if not files:
         raise ModelDiscoveryError(f"{folder} has no config.json or *.safetensors: not a model folder")
+    members = ensemble_members(folder)
+    if members is not None:
+        inside = [m for m in members if m and m.is_relative_to(folder)]  # the others are pinned in config.json
+        files += sorted(folder.glob("*.py")) + [
+            p for m in inside for pattern in WEIGHT_FILES for p in sorted(m.glob(pattern)) if p.is_file()
+        ]
     digest = hashlib.sha256()
     in_git = (folder / ".git").exists()
     for file in files:
-        digest.update(file.name.encode())
+        name = file.relative_to(folder).as_posix()
+        digest.update(name.encode())
         blob = None
         if in_git:
-            done = subprocess.run(["git", "rev-parse", f"HEAD:{file.name}"], cwd=folder, capture_output=True, text=True)
+            done = subprocess.run(["git", "rev-parse", f"HEAD:{name}"], cwd=folder, capture_output=True, text=True)
             blob = done.stdout.strip() if done.returncode == 0 else None
         if blob:
             digest.update(blob.encode())

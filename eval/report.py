@@ -3,12 +3,14 @@
 A student "beats" a teacher when its accuracy is higher; the sentence also says whether the margin exceeds
 the combined standard error (sqrt(se_s^2 + se_t^2)), because on a few hundred test questions a couple of
 points is noise. Where the board has a student pre-trained here (size ``X-pt``, ``make pretrain``) and the same
-size trained from scratch on the task alone (size ``X``), a sentence per pair says which is better.
+size trained from scratch on the task alone (size ``X``), a sentence per pair says which is better; each ensemble
+(``make train METHOD=ensemble``) gets a sentence against the single student of its total size and the teacher.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,8 +47,50 @@ def _against_noise(margin: float, first: dict, second: dict) -> str:
 
 def scaling_down_answer(rows: list[dict], task: str, variant: str = "cot") -> str:
     """One sentence (or two) answering the project's question for one task and variant, followed by what
-    pre-training here bought (``pretraining_comparison``) when the board has both rows."""
-    return " ".join([teacher_answer(rows, task, variant), *pretraining_comparison(rows, variant)])
+    pre-training here bought (``pretraining_comparison``) when the board has both rows, and how each ensemble
+    compares with a single student of its size and with the teacher (``ensemble_comparison``)."""
+    comparisons = [*pretraining_comparison(rows, variant), *ensemble_comparison(rows, variant)]
+    return " ".join([teacher_answer(rows, task, variant), *comparisons])
+
+
+def ensemble_size(size: str | None) -> int | None:
+    """How many students an ensemble's size label (``2x1M+3M``, from ``make train METHOD=ensemble``) counts."""
+    counts = re.findall(r"(\d+)x", size or "")
+    return sum(int(n) for n in counts) or None
+
+
+def ensemble_comparison(rows: list[dict], variant: str = "cot") -> list[str]:
+    """For each ensemble, one sentence: its accuracy vs the single student closest to it in total parameters
+    (log scale) and vs the best teacher: can several small students together match one large one?"""
+    rows = _ok(rows, variant)
+    students = [r for r in rows if r["role"] == "student" and r.get("params_total")]
+    teachers = [r for r in rows if r["role"] == "teacher"]
+    sentences = []
+    for ensemble in sorted((r for r in rows if r["role"] == "ensemble"), key=lambda r: r.get("params_total") or 0):
+        n = ensemble_size(ensemble.get("size"))
+        parts = [
+            f"Ensemble{f' of {n} students' if n else ''}: {ensemble['model']} ({ensemble.get('size') or 'ensemble'}, "
+            f"{_params(ensemble)}) at {_pct(ensemble)}"
+        ]
+        if students and ensemble.get("params_total"):
+            single = min(
+                students,
+                key=lambda r: (abs(math.log(r["params_total"] / ensemble["params_total"])), -r["accuracy"]),
+            )
+            margin = ensemble["accuracy"] - single["accuracy"]
+            parts.append(
+                f"vs {single['model']} ({_params(single)}, the single student closest in total parameters) at "
+                f"{_pct(single)}: {100 * margin:+.1f} points, {_against_noise(margin, ensemble, single)}"
+            )
+        if teachers:
+            best = max(teachers, key=lambda r: r["accuracy"])
+            margin = ensemble["accuracy"] - best["accuracy"]
+            parts.append(
+                f"vs the best teacher {best['model']} ({_params(best)}) at {_pct(best)}: {100 * margin:+.1f} points, "
+                f"{_against_noise(margin, ensemble, best)}"
+            )
+        sentences.append("; ".join(parts) + ".")
+    return sentences
 
 
 def pretraining_comparison(rows: list[dict], variant: str = "cot") -> list[str]:

@@ -1,0 +1,324 @@
+"""`make train METHOD=ensemble`: students in rounds, one ensemble repo that `from_pretrained` loads with its own code,
+generate() and stock lm-eval on it, resume, boosting, and the ensemble on the leaderboard and in the report."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_build_args
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import ModelConfig, SFTConfig
+
+from datasets_builders.logits import tokenizer_identity
+from datasets_builders.push_data import main as push_data
+from eval.models import parameter_counts
+from eval.report import ensemble_comparison, scaling_down_answer
+from trainers.boosting import boosting_weights
+from trainers.ensemble import EnsembleArguments, ScriptArguments, write_ensemble_files
+from trainers.ensemble import main as train_ensemble
+from trainers.ensemble_model import EnsembleForCausalLM, vocabulary_hash
+from trainers.kd import DistillationArguments
+from trainers.kd_losses import distillation_loss_from_logprobs
+
+PROMPT = [{"role": "user", "content": "What is 2 + 3?"}]
+
+
+# -- the model class, on members built from configs ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def member_dirs(tmp_path_factory, tiny_teacher_dir) -> list[Path]:
+    """Two tiny Llamas with different random weights and the shared SmolLM2 tokenizer."""
+    from transformers import AutoConfig
+
+    folders = []
+    for seed in (1, 2):
+        folder = tmp_path_factory.mktemp("members") / f"member-{seed}"
+        torch.manual_seed(seed)
+        AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(tiny_teacher_dir)).save_pretrained(folder)
+        AutoTokenizer.from_pretrained(tiny_teacher_dir).save_pretrained(folder)
+        folders.append(folder)
+    return folders
+
+
+def ensemble_folder(folder: Path, members: list[Path], **options) -> Path:
+    """An ensemble repo folder as the driver writes it, from ready member folders."""
+    specs = []
+    for index, member in enumerate(members, start=1):
+        shutil.copytree(member, folder / f"round-{index}")
+        specs.append({"name": f"round-{index}", "subfolder": f"round-{index}", "size": "tiny"})
+    tokenizer = AutoTokenizer.from_pretrained(members[0])
+    write_ensemble_files(folder, specs, EnsembleArguments(rounds=len(members), **options), tokenizer)
+    return folder
+
+
+@pytest.mark.parametrize("combine", ["logits", "logprobs"])
+def test_logits_are_the_weighted_combination_of_the_members(member_dirs, tmp_path, combine):
+    folder = ensemble_folder(tmp_path / "ensemble", member_dirs, combine=combine, weights="1,3")
+    model = EnsembleForCausalLM.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    batch = tokenizer(["What is 2 + 3?", "Hi"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        logits = model(**batch, labels=batch["input_ids"]).logits
+        first, second = (AutoModelForCausalLM.from_pretrained(m)(**batch).logits for m in member_dirs)
+    if combine == "logits":
+        expected = 0.25 * first + 0.75 * second
+    else:
+        expected = (0.25 * first.softmax(-1) + 0.75 * second.softmax(-1)).log()
+        assert torch.allclose(logits.exp().sum(-1), torch.ones(logits.shape[:2]), atol=1e-4)  # normalised
+    assert torch.allclose(logits, expected, atol=1e-5)
+
+    # save_pretrained writes the layout from_pretrained reads
+    model.save_pretrained(tmp_path / "saved")
+    with torch.no_grad():
+        again = EnsembleForCausalLM.from_pretrained(tmp_path / "saved")(**batch).logits
+    assert torch.allclose(again, logits)
+
+    # generate: per-member KV caches give the same greedy tokens as recomputing every prefix
+    prompt = tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    cached = model.generate(**prompt, max_new_tokens=6, do_sample=False)
+    uncached = model.generate(**prompt, max_new_tokens=6, do_sample=False, use_cache=False)
+    assert cached.shape[1] > prompt["input_ids"].shape[1] and torch.equal(cached, uncached)
+
+
+def test_the_vocabulary_hash_is_the_logits_builders(member_dirs):
+    """The remote code repeats the hash (it must load without this project): the two must agree."""
+    tokenizer = AutoTokenizer.from_pretrained(member_dirs[0])
+    assert vocabulary_hash(tokenizer) == tokenizer_identity(tokenizer, "any")["tokenizer_hash"]
+
+
+def test_a_member_with_another_tokenizer_is_refused_on_load(member_dirs, tmp_path):
+    other = tmp_path / "other-vocab"
+    tokenizer = AutoTokenizer.from_pretrained(member_dirs[1])
+    tokenizer.add_tokens(["<|calculator|>"])
+    model = AutoModelForCausalLM.from_pretrained(member_dirs[1])
+    model.resize_token_embeddings(len(tokenizer))
+    model.save_pretrained(other)
+    tokenizer.save_pretrained(other)
+    folder = ensemble_folder(tmp_path / "ensemble", [member_dirs[0], other])
+    with pytest.raises(ValueError, match=r"member 'round-2' .* speaks another tokenizer \(vocab 49153"):
+        EnsembleForCausalLM.from_pretrained(folder)
+
+
+def test_boosting_weights_are_larger_where_the_ensemble_disagrees_with_the_teacher():
+    vocab, k = 10, 3
+    teacher_ids = torch.tensor([[0, 1, 2], [0, 1, 2], [0, 1, 2]])
+    teacher_logprobs = torch.tensor([[0.8, 0.1, 0.05]]).log().expand(3, k)
+    teacher_full = torch.full((vocab,), 0.05 / (vocab - k))
+    teacher_full[:k] = torch.tensor([0.8, 0.1, 0.05])
+    ensemble = torch.stack(
+        [
+            teacher_full,  # agrees with the teacher
+            torch.roll(teacher_full, 1),  # puts the teacher's favourite second
+            torch.full((vocab,), 1 / vocab),  # knows nothing
+        ]
+    ).log()
+    divergence = distillation_loss_from_logprobs(ensemble, teacher_ids, teacher_logprobs, "fkl")
+    weights = boosting_weights(divergence, 1.0)
+    assert weights[0] < 0.01 < weights[2] < weights[1]  # the further from the teacher, the heavier
+    assert weights.mean().item() == pytest.approx(1.0)
+    half = boosting_weights(divergence, 0.5)
+    assert half.mean().item() == pytest.approx(1.0) and half.min() >= 0.5
+    assert torch.equal(boosting_weights(divergence, 0.0), torch.ones(3))
+    assert torch.equal(boosting_weights(torch.zeros(4), 1.0), torch.ones(4))  # an ensemble that already matches
+
+
+# -- the stage: two rounds on a tiny Hub with stored logits -------------------------------------------------
+
+
+def configs(work: Path, teacher: Path, rounds: int) -> tuple:
+    training = SFTConfig(
+        output_dir=str(work / "out"),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        learning_rate=3e-3,
+        lr_scheduler_type="constant",
+        logging_steps=1,
+        max_length=256,
+        save_strategy="no",
+        bf16=False,
+        report_to="none",
+        seed=0,
+        disable_tqdm=True,
+        gradient_checkpointing=False,  # TRL's default recomputes the forward: seconds per step on a shared CPU
+    )
+    ensemble = EnsembleArguments(
+        rounds=rounds,
+        boosting=1.0,
+        eval_teacher=str(teacher),
+        accuracy_limit=1,
+        accuracy_max_gen_toks=4,
+        eval_batch_size=4,
+    )
+    return ScriptArguments(task="synthetic_gsm", size="1M"), ensemble, training, ModelConfig(), DistillationArguments()
+
+
+def git_log(folder: Path) -> list[str]:
+    done = subprocess.run(["git", "log", "--format=%s"], cwd=folder, capture_output=True, text=True)
+    return done.stdout.splitlines()
+
+
+def git_blob(folder: Path, path: str) -> str:
+    return subprocess.run(["git", "rev-parse", f"HEAD:{path}"], cwd=folder, capture_output=True, text=True).stdout
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_teacher_dir):
+    """`make train METHOD=ensemble ROUNDS=1`, then `ROUNDS=2` (resume), then `ROUNDS=2` again, on one tiny Hub."""
+    work = tmp_path_factory.mktemp("ensemble-hub")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("HUB_TARGET", "local")
+        env.setenv("HUB_DIR", str(work / "hub"))
+        env.setenv("ORG", "testorg")
+        env.setenv("SCALINGDOWN_CACHE", str(work / "cache"))
+        env.delenv("HF_TOKEN", raising=False)
+        push_data(tiny_build_args(work / "data", tiny_teacher_dir, limit=4, test_limit=3, logits=16, shard_size=4))
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            location = Path(train_ensemble(*configs(work, tiny_teacher_dir, rounds=1)))
+            after_one = {"log": git_log(location), "round-1": git_blob(location, "round-1/model.safetensors")}
+            train_ensemble(*configs(work, tiny_teacher_dir, rounds=2))
+            after_two = git_log(location)
+            train_ensemble(*configs(work, tiny_teacher_dir, rounds=2))
+        yield {"location": location, "after_one": after_one, "after_two": after_two, "printed": printed.getvalue()}
+
+
+def test_rounds_resume_and_log_teacher_student_and_ensemble(trained):
+    location, printed = trained["location"], trained["printed"]
+    assert location.name == "synthetic_gsm-ensemble-1M"
+    assert trained["after_one"]["log"] == ["Round 1: 1M student"]
+    assert trained["after_two"] == ["Round 2: boosted 1M student", "Round 1: 1M student"]  # round 1 not retrained
+    assert git_log(location) == trained["after_two"]  # ROUNDS=2 again: nothing to train, no commit
+    assert git_blob(location, "round-1/model.safetensors") == trained["after_one"]["round-1"]
+    assert "already has 2 rounds (ROUNDS=2): nothing to train" in printed
+    assert "round 1/1 (1M)" in printed and "round 2/2 (1M, boosting 1.0)" in printed
+    assert "resuming after round 1 of 2" in printed
+
+    log = json.loads((location / "rounds.json").read_text())
+    assert [entry["round"] for entry in log] == [1, 2] and [entry["boosting"] for entry in log] == [0.0, 1.0]
+    for entry in log:
+        for who in ("teacher", "student", "ensemble"):
+            assert entry[f"{who}_ppl"] == pytest.approx(math.exp(entry[f"{who}_loss"]))
+            assert entry[f"{who}_accuracy"] is not None
+        assert entry["teacher"] == "tiny-llama" and entry["test_rows"] == 3 and entry["accuracy_n"] == 1
+    assert log[0]["ensemble_loss"] == pytest.approx(log[0]["student_loss"])  # one member: the ensemble is it
+    assert log[1]["ensemble_params_total"] == 2 * log[0]["params_total"]
+    assert (location / "rounds.csv").read_text().splitlines()[0].startswith("round,size,seed,boosting")
+    assert (location / "rounds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    config = json.loads((location / "config.json").read_text())
+    assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_ensemble.EnsembleForCausalLM"
+    assert [m["subfolder"] for m in config["members"]] == ["round-1", "round-2"] and config["combine"] == "logits"
+    card = (location / "README.md").read_text()
+    for tag in ("method-ensemble", "size-2x1M", "rounds-2", "boosting"):
+        assert f"- {tag}\n" in card
+    assert "trust_remote_code=True" in card and "![rounds](rounds.png)" in card
+
+
+def test_the_pushed_ensemble_loads_with_its_own_code_in_a_fresh_process(trained):
+    script = f"""
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+path = {str(trained["location"])!r}
+model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True)
+tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)  # transformers reads config.json first
+inputs = tokenizer.apply_chat_template({PROMPT!r}, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+out = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+members = [AutoModelForCausalLM.from_pretrained(path, subfolder=f"round-{{i}}") for i in (1, 2)]
+with torch.no_grad():
+    mean = sum(m(**inputs).logits for m in members) / 2
+    assert torch.allclose(model(**inputs).logits, mean, atol=1e-5)
+print(type(model).__module__.split(".")[0], out.shape[1] - inputs["input_ids"].shape[1])
+"""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["transformers_modules", "4"]  # the repo's own code, and 4 new tokens
+
+
+def test_stock_lm_eval_scores_the_ensemble_with_trust_remote_code(trained):
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from eval.measure import task_config
+    from eval.tasks.utils import TASKS_DIR
+
+    dataset = trained["location"].parents[2] / "datasets" / "testorg" / "synthetic_gsm-rationales"
+    output = simple_evaluate(
+        model="hf",
+        model_args={"pretrained": str(trained["location"]), "trust_remote_code": True, "device": "cpu"},
+        tasks=[task_config("scalingdown_synthetic_gsm", str(dataset))],
+        task_manager=TaskManager(include_path=str(TASKS_DIR), include_defaults=False),
+        limit=2,
+        apply_chat_template=True,
+        gen_kwargs={"max_gen_toks": 4},
+        log_samples=True,
+    )
+    assert len(output["samples"]["scalingdown_synthetic_gsm"]) == 2
+    assert 0 <= output["results"]["scalingdown_synthetic_gsm"]["exact_match,none"] <= 1
+
+
+def test_make_eval_gives_the_ensemble_its_role_and_total_parameters(trained, tiny_teacher_dir, monkeypatch):
+    from eval.run import EvalArguments
+    from eval.run import main as run_eval
+
+    location = trained["location"]
+    monkeypatch.setenv("HUB_TARGET", "local")
+    monkeypatch.setenv("HUB_DIR", str(location.parents[2]))
+    monkeypatch.setenv("ORG", "testorg")
+    monkeypatch.setenv("SCALINGDOWN_CACHE", str(location.parents[3] / "cache"))
+    args = dict(task="synthetic_gsm", limit=2, batch_size=2, latency_samples=1, max_gen_toks=4)
+    result = run_eval(EvalArguments(**args, teachers=str(tiny_teacher_dir), models="synthetic_gsm-ensemble-*"))
+    (row,) = result["rows"]
+    member = parameter_counts(location / "round-1")
+    assert row["role"] == "ensemble" and row["method"] == "ensemble" and row["size"] == "2x1M"
+    assert row["params_total"] == 2 * member["total"] and row["params_non_embedding"] == 2 * member["non_embedding"]
+    # scored (trust_remote_code reached lm-eval): an answer per question, whether or not it parses
+    assert row["n"] == 2 and row["latency_s"] > 0, row
+    assert row["status"] == "ok" or "no parseable final answer" in row["error"], row
+
+
+# -- the report ---------------------------------------------------------------------------------------------
+
+
+def board(model, role, accuracy, params, size=None, stderr=0.02, method="kd"):
+    return dict(
+        model=model,
+        role=role,
+        task="synthetic_gsm",
+        variant="cot",
+        accuracy=accuracy,
+        stderr=stderr,
+        params_total=params,
+        size=size,
+        method=method,
+        lora=False,
+        status="ok",
+    )
+
+
+def test_the_report_compares_the_ensemble_with_the_same_size_student_and_the_teacher():
+    rows = [
+        board("teacher", "teacher", 0.30, 134_515_008),
+        board("synthetic_gsm-kd-1M", "student", 0.10, 7_275_904, "1M"),
+        board("synthetic_gsm-kd-3M", "student", 0.20, 12_586_176, "3M"),
+        board("synthetic_gsm-kd-8M", "student", 0.24, 20_470_016, "8M"),
+        board("synthetic_gsm-ensemble-1M", "ensemble", 0.26, 14_551_808, "2x1M", method="ensemble"),
+    ]
+    (sentence,) = ensemble_comparison(rows)
+    assert sentence.startswith("Ensemble of 2 students: synthetic_gsm-ensemble-1M (2x1M, 14.6M params) at 26.0% ± 2.0")
+    closest = "synthetic_gsm-kd-3M (12.6M params, the single student closest in total parameters) at 20.0% ± 2.0"
+    assert closest in sentence
+    assert "+6.0 points" in sentence and "teacher (134.5M params) at 30.0% ± 2.0: -4.0 points" in sentence
+    assert sentence in scaling_down_answer(rows, "synthetic_gsm")
+    assert ensemble_comparison([r for r in rows if r["role"] != "ensemble"]) == []
