@@ -74,6 +74,42 @@ def tiny_build_args(work_dir, teacher, **overrides):
     return PushDataArguments(**values)
 
 
+def train_configs(tmp_path, **overrides):
+    """``(ScriptArguments, SFTConfig, ModelConfig, DistillationArguments)`` for a short CPU run of
+    ``trainers.sft.main``: each override goes to the dataclass that has the field (SFTConfig otherwise)."""
+    from trl import ModelConfig, SFTConfig
+
+    from trainers.kd import DistillationArguments
+    from trainers.sft import ScriptArguments
+
+    script = dict(task="synthetic_gsm", size="1M", method="sft")
+    training = dict(
+        output_dir=str(tmp_path / "out"),
+        max_steps=12,
+        per_device_train_batch_size=4,
+        learning_rate=3e-3,
+        lr_scheduler_type="constant",
+        logging_steps=1,
+        max_length=160,
+        save_strategy="no",
+        bf16=False,
+        report_to="none",
+        seed=0,
+        disable_tqdm=True,
+    )
+    model, kd = {}, {}
+    for key, value in overrides.items():
+        if key in ScriptArguments.__dataclass_fields__:
+            script[key] = value
+        elif key in ModelConfig.__dataclass_fields__:
+            model[key] = value
+        elif key in DistillationArguments.__dataclass_fields__:
+            kd[key] = value
+        else:
+            training[key] = value
+    return ScriptArguments(**script), SFTConfig(**training), ModelConfig(**model), DistillationArguments(**kd)
+
+
 @pytest.fixture
 def hub_dir(tmp_path, monkeypatch) -> Path:
     """An empty local Hub for one test, selected through the environment like a user would."""

@@ -7,50 +7,26 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_build_args
+from conftest import tiny_build_args, train_configs
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from trl import ModelConfig, SFTConfig
 
 from datasets_builders.logits import LogitsError
 from datasets_builders.push_data import main as push_data
 from trainers.kd import DistillationArguments
-from trainers.sft import ScriptArguments, build_run
+from trainers.sft import build_run
 from trainers.sft import main as train
 
 VOCAB = 49152
 
 
 def configs(tmp_path, **overrides):
-    script = dict(task="synthetic_gsm", size="1M", method="kd")
-    training = dict(
-        output_dir=str(tmp_path / "out"),
-        max_steps=10,
-        per_device_train_batch_size=4,
-        learning_rate=3e-3,
-        lr_scheduler_type="constant",
-        logging_steps=1,
-        max_length=256,
-        save_strategy="no",
-        bf16=False,
-        report_to="none",
-        seed=0,
-        disable_tqdm=True,
-    )
-    kd = dict()
-    for key, value in overrides.items():
-        if key in ScriptArguments.__dataclass_fields__:
-            script[key] = value
-        elif key in DistillationArguments.__dataclass_fields__:
-            kd[key] = value
-        else:
-            training[key] = value
-    return ScriptArguments(**script), SFTConfig(**training), ModelConfig(), DistillationArguments(**kd)
+    """A short KD run: 10 steps, sequences up to 256 tokens (the stored ones are never truncated)."""
+    return train_configs(tmp_path, **{"method": "kd", "max_steps": 10, "max_length": 256, **overrides})
 
 
 def first_batch_loss(tmp_path, **overrides) -> tuple[float, dict]:
     """The KD trainer's loss on the first two rows, and its per-term metrics, with a fixed student init."""
-    script, training, model, kd = configs(tmp_path, **overrides)
-    run = build_run(script, training, model, kd)
+    run = build_run(*configs(tmp_path, **overrides))
     trainer = run.trainer
     batch = trainer.data_collator([dict(run.rows[i]) for i in range(2)])
     trainer.model.eval()

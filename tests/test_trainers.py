@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_build_args
+from conftest import tiny_build_args, train_configs
 from datasets import concatenate_datasets, load_dataset
 from huggingface_hub import DatasetCard, DatasetCardData
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
-from trl import ModelConfig, SFTConfig
 
 from datasets_builders.push_data import EXAMPLE_ROW_FEATURES, RATIONALE_FEATURES
 from datasets_builders.push_data import main as push_data
@@ -133,33 +132,6 @@ def hub_env(tiny_hub, monkeypatch) -> Path:
     return tiny_hub
 
 
-def _configs(tmp_path, **overrides):
-    script = dict(task="synthetic_gsm", size="1M", method="sft")
-    training = dict(
-        output_dir=str(tmp_path / "out"),
-        max_steps=12,
-        per_device_train_batch_size=4,
-        learning_rate=3e-3,
-        lr_scheduler_type="constant",
-        logging_steps=1,
-        max_length=160,
-        save_strategy="no",
-        bf16=False,
-        report_to="none",
-        seed=0,
-        disable_tqdm=True,
-    )
-    model = dict()
-    for key, value in overrides.items():
-        if key in ScriptArguments.__dataclass_fields__:
-            script[key] = value
-        elif key in ModelConfig.__dataclass_fields__:
-            model[key] = value
-        else:
-            training[key] = value
-    return ScriptArguments(**script), SFTConfig(**training), ModelConfig(**model)
-
-
 # -- data shaping -----------------------------------------------------------------------------------------
 
 
@@ -208,7 +180,7 @@ def test_label_method_on_a_repo_without_the_examples_config_falls_back_and_warns
 
 
 def test_label_baseline_card_says_how_many_examples_it_learned(hub_env, tmp_path):
-    location = train(*_configs(tmp_path, method="label", max_steps=2))
+    location = train(*train_configs(tmp_path, method="label", max_steps=2))
     assert location.endswith("synthetic_gsm-label-1M")
     card = (Path(location) / "README.md").read_text()
     assert "config `examples`, split `train`: **10 examples**" in card, card
@@ -216,7 +188,7 @@ def test_label_baseline_card_says_how_many_examples_it_learned(hub_env, tmp_path
 
 
 def test_only_assistant_tokens_carry_labels(hub_env, tmp_path):
-    run = build_run(*_configs(tmp_path, max_length=192))  # no row truncated: every one must end in <|im_end|>
+    run = build_run(*train_configs(tmp_path, max_length=192))  # no row truncated: every one must end in <|im_end|>
     batch = next(iter(run.trainer.get_train_dataloader()))
     tokenizer = run.tokenizer
     for input_ids, labels in zip(batch["input_ids"], batch["labels"], strict=True):
@@ -263,7 +235,7 @@ def logged_losses(output_dir: Path) -> list[float]:
 
 
 def test_training_lowers_the_loss_and_pushes_a_model_that_loads_in_a_fresh_process(hub_env, tmp_path, capsys):
-    location = train(*_configs(tmp_path))
+    location = train(*train_configs(tmp_path))
     assert location == str(hub_env / "models" / "testorg" / "synthetic_gsm-sft-1M")
     printed = capsys.readouterr().out
     assert "tokens/s" in printed and "MFU" in printed
@@ -315,7 +287,7 @@ def test_training_lowers_the_loss_and_pushes_a_model_that_loads_in_a_fresh_proce
 
 def test_lora_pushes_a_merged_model_and_keeps_the_adapter(hub_env, tmp_path):
     location = train(
-        *_configs(
+        *train_configs(
             tmp_path, max_steps=2, use_peft=True, lora_r=4, lora_alpha=8, lora_target_modules=["q_proj", "v_proj"]
         )
     )
@@ -327,11 +299,11 @@ def test_lora_pushes_a_merged_model_and_keeps_the_adapter(hub_env, tmp_path):
 
 
 def test_a_rerun_resumes_from_the_last_checkpoint(hub_env, tmp_path):
-    first = _configs(tmp_path, max_steps=2, save_strategy="steps", save_steps=2, push=False)
+    first = train_configs(tmp_path, max_steps=2, save_strategy="steps", save_steps=2, push=False)
     train(*first)
     assert (tmp_path / "out" / "checkpoint-2").is_dir()
 
-    location = train(*_configs(tmp_path, max_steps=4, save_strategy="steps", save_steps=2))
+    location = train(*train_configs(tmp_path, max_steps=4, save_strategy="steps", save_steps=2))
     state = json.loads((tmp_path / "out" / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["global_step"] == 4
     # The first two steps' logs come from the checkpoint: this run trained only steps 3 and 4.
@@ -344,7 +316,7 @@ def test_a_rerun_resumes_from_the_last_checkpoint(hub_env, tmp_path):
 def test_a_student_pruned_from_the_real_teacher_learns_the_answer_format(hub_env, tmp_path, smol_dir):
     """SmolLM2-135M-Instruct's real weights, 4 of 30 layers kept: a few label steps teach 'The answer is X.'"""
     location = train(
-        *_configs(
+        *train_configs(
             tmp_path,
             size="135M-prune-4L",
             method="label",
