@@ -39,6 +39,11 @@ VENDORED = [
     "eval/report.py",
     "model_cards/__init__.py",
     "model_cards/leaderboard_card.md",
+    # side_by_side compares an ensemble repo's remote code with these before trusting it
+    "trainers/__init__.py",
+    "trainers/ensemble_model/__init__.py",
+    "trainers/ensemble_model/configuration_ensemble.py",
+    "trainers/ensemble_model/modeling_ensemble.py",
 ]
 CONFIG_FILE = "space_config.json"
 

@@ -1,7 +1,8 @@
 """Side by side: leaderboard models answer one question in parallel columns, streaming, each checked for correctness.
 
 Only models on the task's leaderboard can be picked, by name: a visitor never passes a path, and remote code
-runs only where the Space's owner allows it (``SPACE_TRUST_REMOTE_CODE=1``). Loaded models stay in a small LRU
+runs only where the Space's owner allows it (``SPACE_TRUST_REMOTE_CODE=1``) or, for ensemble rows, where the repo's
+code is byte for byte this project's own ensemble class (vendored with the Space). Loaded models stay in a small LRU
 cache, so a model is read from disk once and memory stays bounded however many visitors come.
 """
 
@@ -152,19 +153,32 @@ class ModelCache:
         start = time.perf_counter()
         source = model_source(contender, self.target)
         device = "cuda" if torch.cuda.is_available() else "cpu"
+        trust = self.trust_remote_code or (contender.role == "ensemble" and is_own_ensemble_code(source))
         try:
-            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=self.trust_remote_code)
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust)
             model = AutoModelForCausalLM.from_pretrained(
                 source,
                 dtype=torch.float32 if device == "cpu" else "auto",
-                trust_remote_code=self.trust_remote_code,
+                trust_remote_code=trust,
             )
         except Exception as error:  # OSError, ValueError (remote code refused), safetensors errors, ...
-            hint = "" if self.trust_remote_code else " (remote code is off: SPACE_TRUST_REMOTE_CODE=1 allows it)"
+            hint = "" if trust else " (remote code is off: SPACE_TRUST_REMOTE_CODE=1 allows it)"
             raise ModelLoadError(f"{type(error).__name__} loading {source}: {str(error)[:300]}{hint}") from error
         model = model.to(device).eval()
         chat = contender.chat and tokenizer.chat_template is not None
         return LoadedModel(contender.name, source, tokenizer, model, chat, time.perf_counter() - start)
+
+
+def is_own_ensemble_code(folder: str) -> bool:
+    """Whether a model folder's remote code is exactly this project's ensemble class (``trainers/ensemble_model``),
+    the code ``make train METHOD=ensemble`` copies into every ensemble repo: then running it trusts nothing new."""
+    from trainers.ensemble_model import CODE_DIR, REMOTE_CODE_FILES
+
+    here = Path(folder)
+    code = {p.name for p in here.glob("*.py")}
+    if code != set(REMOTE_CODE_FILES):
+        return False
+    return all((here / name).read_bytes() == (CODE_DIR / name).read_bytes() for name in REMOTE_CODE_FILES)
 
 
 def render_prompt(loaded: LoadedModel, question: str, choices: list[str] | None, answer_kind: str) -> str:

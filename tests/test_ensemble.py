@@ -33,6 +33,16 @@ from trainers.kd_losses import distillation_loss_from_logprobs
 PROMPT = [{"role": "user", "content": "What is 2 + 3?"}]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a shared 2-core machine two processes with 2 OpenMP threads
+    each made generation 15x slower (measured: 10 s vs 0.6 s for 32 tokens of a 1M student)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # -- the model class, on members built from configs ---------------------------------------------------------
 
 
@@ -216,6 +226,12 @@ def test_rounds_resume_and_log_teacher_student_and_ensemble(trained):
     assert (location / "rounds.csv").read_text().splitlines()[0].startswith("round,size,seed,boosting")
     assert (location / "rounds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    # boosting: round 2 weighted its tokens (the heaviest above the mean weight of 1); round 1 had nothing to boost
+    history = json.loads((location.parents[3] / "out" / "round-2" / "trainer_state.json").read_text())["log_history"]
+    assert all(h["boost_weight_max"] > 1 for h in history if "loss" in h)
+    first = json.loads((location.parents[3] / "out" / "round-1" / "trainer_state.json").read_text())["log_history"]
+    assert not any("boost_weight_max" in h for h in first)
+
     config = json.loads((location / "config.json").read_text())
     assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_ensemble.EnsembleForCausalLM"
     assert [m["subfolder"] for m in config["members"]] == ["round-1", "round-2"] and config["combine"] == "logits"
@@ -268,24 +284,42 @@ def test_stock_lm_eval_scores_the_ensemble_with_trust_remote_code(trained):
     assert 0 <= output["results"]["scalingdown_synthetic_gsm"]["exact_match,none"] <= 1
 
 
-def test_make_eval_gives_the_ensemble_its_role_and_total_parameters(trained, tiny_teacher_dir, monkeypatch):
-    from eval.run import EvalArguments
-    from eval.run import main as run_eval
+def test_make_eval_finds_the_ensemble_with_its_role_total_parameters_and_remote_code(trained, tiny_teacher_dir):
+    """What `make eval` scores: the runner's discovery (scoring itself is eval.measure, which the rounds already ran
+    on this repo with trust_remote_code, and stock lm-eval above)."""
+    from eval.run import EvalArguments, discover
+    from scalingdown.hub import HubTarget
 
     location = trained["location"]
-    monkeypatch.setenv("HUB_TARGET", "local")
-    monkeypatch.setenv("HUB_DIR", str(location.parents[2]))
-    monkeypatch.setenv("ORG", "testorg")
-    monkeypatch.setenv("SCALINGDOWN_CACHE", str(location.parents[3] / "cache"))
-    args = dict(task="synthetic_gsm", limit=2, batch_size=2, latency_samples=1, max_gen_toks=4)
-    result = run_eval(EvalArguments(**args, teachers=str(tiny_teacher_dir), models="synthetic_gsm-ensemble-*"))
-    (row,) = result["rows"]
+    target = HubTarget(kind="local", org="testorg", root=location.parents[2])
+    args = EvalArguments(task="synthetic_gsm", teachers=str(tiny_teacher_dir), models="synthetic_gsm-ensemble-*")
+    (model,) = discover(args, target, str(target.local_path("dataset", "synthetic_gsm-rationales")))
     member = parameter_counts(location / "round-1")
-    assert row["role"] == "ensemble" and row["method"] == "ensemble" and row["size"] == "2x1M"
-    assert row["params_total"] == 2 * member["total"] and row["params_non_embedding"] == 2 * member["non_embedding"]
-    # scored (trust_remote_code reached lm-eval): an answer per question, whether or not it parses
-    assert row["n"] == 2 and row["latency_s"] > 0, row
-    assert row["status"] == "ok" or "no parseable final answer" in row["error"], row
+    assert model.role == model.method == "ensemble" and model.size == "2x1M"
+    assert model.chat and model.trust_remote_code  # the chat template at the root; auto_map: its own code
+    assert model.params_total == 2 * member["total"] and model.params_non_embedding == 2 * member["non_embedding"]
+    assert model.problem is None and model.weights_key
+
+
+def test_the_space_runs_an_ensemble_only_with_its_own_code(trained, tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "space"))
+    import side_by_side
+
+    from scalingdown.hub import HubTarget
+
+    def load(root: Path, name: str):
+        cache = side_by_side.ModelCache(HubTarget(kind="local", org="testorg", root=root), trust_remote_code=False)
+        return cache.get(side_by_side.Contender(name, "ensemble", name, True, 1, None))
+
+    loaded = load(trained["location"].parents[2], "synthetic_gsm-ensemble-1M")
+    assert type(loaded.model).__name__ == "EnsembleForCausalLM" and loaded.chat
+
+    tampered = tmp_path / "hub"
+    shutil.copytree(trained["location"], tampered / "models" / "testorg" / "synthetic_gsm-ensemble-2M")
+    with open(tampered / "models" / "testorg" / "synthetic_gsm-ensemble-2M" / "modeling_ensemble.py", "a") as code:
+        code.write("\nprint('not the project code')\n")
+    with pytest.raises(side_by_side.ModelLoadError, match="remote code is off"):
+        load(tampered, "synthetic_gsm-ensemble-2M")
 
 
 # -- the report ---------------------------------------------------------------------------------------------
