@@ -62,8 +62,10 @@ def ensemble_size(size: str | None) -> int | None:
 def ensemble_comparison(rows: list[dict], variant: str = "cot") -> list[str]:
     """For each ensemble, one sentence: its accuracy vs the single student closest to it in total parameters
     (log scale) and vs the best teacher: can several small students together match one large one?"""
+    # a student that never wrote a parseable answer failed with a measured 0%: still the single student to beat
+    scored = [r for r in rows if r["variant"] == variant and r.get("accuracy") is not None]
+    students = [r for r in scored if r["role"] == "student" and r.get("params_total")]
     rows = _ok(rows, variant)
-    students = [r for r in rows if r["role"] == "student" and r.get("params_total")]
     teachers = [r for r in rows if r["role"] == "teacher"]
     sentences = []
     for ensemble in sorted((r for r in rows if r["role"] == "ensemble"), key=lambda r: r.get("params_total") or 0):
@@ -78,9 +80,10 @@ def ensemble_comparison(rows: list[dict], variant: str = "cot") -> list[str]:
                 key=lambda r: (abs(math.log(r["params_total"] / ensemble["params_total"])), -r["accuracy"]),
             )
             margin = ensemble["accuracy"] - single["accuracy"]
+            unparsed = "" if single["status"] == "ok" else ", no parseable answer"
             parts.append(
-                f"vs {single['model']} ({_params(single)}, the single student closest in total parameters) at "
-                f"{_pct(single)}: {100 * margin:+.1f} points, {_against_noise(margin, ensemble, single)}"
+                f"vs {single['model']} ({_params(single)}, the single student closest in total parameters{unparsed}) "
+                f"at {_pct(single)}: {100 * margin:+.1f} points, {_against_noise(margin, ensemble, single)}"
             )
         if teachers:
             best = max(teachers, key=lambda r: r["accuracy"])

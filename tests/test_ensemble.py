@@ -355,4 +355,8 @@ def test_the_report_compares_the_ensemble_with_the_same_size_student_and_the_tea
     assert closest in sentence
     assert "+6.0 points" in sentence and "teacher (134.5M params) at 30.0% ± 2.0: -4.0 points" in sentence
     assert sentence in scaling_down_answer(rows, "synthetic_gsm")
+    # a same-size student that never wrote a parseable answer is still the comparison, at its measured 0%
+    rows[2].update(status="failed", accuracy=0.0, error="no parseable final answer in 50 responses")
+    (sentence,) = ensemble_comparison(rows)
+    assert "synthetic_gsm-kd-3M (12.6M params, the single student closest in total parameters, no parseable" in sentence
     assert ensemble_comparison([r for r in rows if r["role"] != "ensemble"]) == []
