@@ -29,7 +29,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 import transformers
 from datasets import Dataset, load_dataset
 from huggingface_hub import ModelCard, ModelCardData
@@ -48,6 +47,7 @@ from trainers.cost import (
     training_cost,
 )
 from trainers.sft import code_revision
+from trainers.sft import load_model as load_student_model
 from trainers.sizes import StudentSize, format_params, get_size
 from trainers.student_trainer import StudentSFTTrainer
 
@@ -118,15 +118,9 @@ def load_tokenizer(size: StudentSize):
 
 
 def load_model(size: StudentSize, model_args: ModelConfig, tokenizer, seed: int):
-    """The randomly initialised model, with its special token ids set to the base tokenizer's."""
-    dtype = getattr(torch, model_args.dtype) if model_args.dtype not in (None, "auto") else torch.float32
-    model = size.build_model(dtype=dtype, seed=seed)
-    if model_args.attn_implementation:
-        model.set_attn_implementation(model_args.attn_implementation)
-    for config in (model.config, model.generation_config):
-        config.bos_token_id = tokenizer.bos_token_id
-        config.eos_token_id = tokenizer.eos_token_id
-        config.pad_token_id = tokenizer.pad_token_id
+    """The randomly initialised model as ``make train`` builds it, with the base tokenizer's BOS in its config too."""
+    model = load_student_model(size, model_args, tokenizer, seed)
+    model.config.bos_token_id = tokenizer.bos_token_id
     return model
 
 
