@@ -120,6 +120,26 @@ def test_a_member_with_another_tokenizer_is_refused_on_load(member_dirs, tmp_pat
         EnsembleForCausalLM.from_pretrained(folder)
 
 
+def test_a_member_in_another_repo_is_pinned_to_its_commit(member_dirs, tmp_path):
+    """Members may also be other repos at a commit (composing an ensemble from pushed students); for a local git
+    folder, where from_pretrained ignores ``revision``, the pin is checked against the folder's HEAD."""
+    other = tmp_path / "other-repo"
+    shutil.copytree(member_dirs[1], other)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "student"]):
+        subprocess.run([*git, *command], cwd=other, check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=other, capture_output=True, text=True).stdout.strip()
+    folder = ensemble_folder(tmp_path / "ensemble", member_dirs[:1])
+    config = json.loads((folder / "config.json").read_text())
+    config["members"].append({"name": "borrowed", "repo": str(other), "revision": head[:10]})
+    (folder / "config.json").write_text(json.dumps(config))
+    assert len(EnsembleForCausalLM.from_pretrained(folder).members) == 2
+    config["members"][1]["revision"] = "0123456789"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="pinned to commit 0123456789"):
+        EnsembleForCausalLM.from_pretrained(folder)
+
+
 def test_boosting_weights_are_larger_where_the_ensemble_disagrees_with_the_teacher():
     vocab, k = 10, 3
     teacher_ids = torch.tensor([[0, 1, 2], [0, 1, 2], [0, 1, 2]])
