@@ -15,19 +15,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_build_args
+from conftest import tiny_build_args, train_configs
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from trl import ModelConfig, SFTConfig
 
 from datasets_builders.logits import tokenizer_identity
 from datasets_builders.push_data import main as push_data
 from eval.models import parameter_counts
 from eval.report import ensemble_comparison, scaling_down_answer
 from trainers.boosting import boosting_weights
-from trainers.ensemble import EnsembleArguments, ScriptArguments, write_ensemble_files
+from trainers.ensemble import EnsembleArguments, write_ensemble_files
 from trainers.ensemble import main as train_ensemble
 from trainers.ensemble_model import EnsembleForCausalLM, vocabulary_hash
-from trainers.kd import DistillationArguments
 from trainers.kd_losses import distillation_loss_from_logprobs
 
 PROMPT = [{"role": "user", "content": "What is 2 + 3?"}]
@@ -167,19 +165,12 @@ def test_boosting_weights_are_larger_where_the_ensemble_disagrees_with_the_teach
 
 
 def configs(work: Path, teacher: Path, rounds: int) -> tuple:
-    training = SFTConfig(
-        output_dir=str(work / "out"),
+    """The ensemble stage's arguments: conftest's short CPU run per round, two steps each, and one question of
+    per-round accuracy; every round after the first boosted."""
+    script, training, model, kd = train_configs(
+        work,
         max_steps=2,
-        per_device_train_batch_size=4,
-        learning_rate=3e-3,
-        lr_scheduler_type="constant",
-        logging_steps=1,
         max_length=256,
-        save_strategy="no",
-        bf16=False,
-        report_to="none",
-        seed=0,
-        disable_tqdm=True,
         gradient_checkpointing=False,  # TRL's default recomputes the forward: seconds per step on a shared CPU
     )
     ensemble = EnsembleArguments(
@@ -190,7 +181,7 @@ def configs(work: Path, teacher: Path, rounds: int) -> tuple:
         accuracy_max_gen_toks=4,
         eval_batch_size=4,
     )
-    return ScriptArguments(task="synthetic_gsm", size="1M"), ensemble, training, ModelConfig(), DistillationArguments()
+    return script, ensemble, training, model, kd
 
 
 def git_log(folder: Path) -> list[str]:
