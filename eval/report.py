@@ -38,7 +38,8 @@ def _params(row: dict) -> str:
 
 def _against_noise(margin: float, first: dict, second: dict) -> str:
     combined = math.sqrt((first.get("stderr") or 0) ** 2 + (second.get("stderr") or 0) ** 2)
-    if combined and abs(margin) > combined:
+    # rounded, so a margin of exactly one standard error (0.02 vs 0.0200000001) is not called "more than"
+    if combined and round(abs(margin), 9) > round(combined, 9):
         return "more than one combined standard error"
     if margin > 0:
         return "within one combined standard error, so not yet a clear win"
