@@ -33,7 +33,6 @@ import transformers
 from datasets import Dataset, load_dataset
 from huggingface_hub import ModelCard, ModelCardData
 from transformers import AutoTokenizer, TrainerCallback, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, SFTConfig, TrlParser
 
 from model_cards import template_path
@@ -46,7 +45,7 @@ from trainers.cost import (
     format_duration,
     training_cost,
 )
-from trainers.sft import code_revision
+from trainers.sft import code_revision, output_dir_and_checkpoint
 from trainers.sft import load_model as load_student_model
 from trainers.sizes import StudentSize, format_params, get_size
 from trainers.student_trainer import StudentSFTTrainer
@@ -219,14 +218,7 @@ def main(script_args: PretrainArguments, training_args: SFTConfig, model_args: M
     size = get_size(script_args.size)
     target = HubTarget.from_env()
     repo = pretrain_repo_name(size.name)
-    if training_args.output_dir in (None, "trainer_output"):
-        training_args.output_dir = str(Path("outputs") / "pretrain" / repo)
-    output_dir = Path(training_args.output_dir)
-    last_checkpoint = None
-    if output_dir.is_dir() and training_args.resume_from_checkpoint is None:
-        last_checkpoint = get_last_checkpoint(str(output_dir))
-        if last_checkpoint:
-            logger.info("resuming from %s", last_checkpoint)
+    output_dir, last_checkpoint = output_dir_and_checkpoint(training_args, "pretrain", repo)
     resume = training_args.resume_from_checkpoint or last_checkpoint
 
     location = script_args.dataset_name or target.location("dataset", CORPUS_REPO_NAME)

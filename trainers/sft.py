@@ -241,6 +241,19 @@ class TrainingRun:
     example_user: str = ""
 
 
+def output_dir_and_checkpoint(training_args, stage: str, repo: str) -> tuple[Path, str | None]:
+    """``outputs/<stage>/<repo>`` unless ``--output_dir`` is given, and the checkpoint a re-run resumes from."""
+    if training_args.output_dir in (None, "trainer_output"):
+        training_args.output_dir = str(Path("outputs") / stage / repo)
+    output_dir = Path(training_args.output_dir)
+    last_checkpoint = None
+    if output_dir.is_dir() and training_args.resume_from_checkpoint is None:
+        last_checkpoint = get_last_checkpoint(str(output_dir))
+        if last_checkpoint:
+            logger.info("resuming from %s", last_checkpoint)
+    return output_dir, last_checkpoint
+
+
 def distillation_data(
     script_args: ScriptArguments, kd_args: DistillationArguments, location: str, rows: Dataset, tokenizer, size
 ) -> tuple[Dataset, object, dict]:
@@ -276,15 +289,7 @@ def build_run(
     size = get_size(script_args.size)
     target = HubTarget.from_env()
     repo = model_repo_name(script_args.task, script_args.method, size.name, bool(model_args.use_peft))
-    if training_args.output_dir in (None, "trainer_output"):
-        training_args.output_dir = str(Path("outputs") / "train" / repo)
-    output_dir = Path(training_args.output_dir)
-
-    last_checkpoint = None
-    if output_dir.is_dir() and training_args.resume_from_checkpoint is None:
-        last_checkpoint = get_last_checkpoint(str(output_dir))
-        if last_checkpoint:
-            logger.info("resuming from %s", last_checkpoint)
+    output_dir, last_checkpoint = output_dir_and_checkpoint(training_args, "train", repo)
 
     data_repo = dataset_repo_name(script_args.task)
     location = script_args.dataset_name or target.location("dataset", data_repo)
