@@ -21,8 +21,9 @@ import torch
 from datasets import Dataset, get_dataset_config_names, load_dataset
 
 from datasets_builders.logits import LogitsError, tokenize_conversation, tokenizer_identity
-from trainers.kd_losses import KD_LOSSES, TAILS, distillation_loss_from_logprobs, teacher_top_k
-from trainers.student_trainer import StudentSFTTrainer, compact_head_supported, labelled_logits_forward
+from trainers.chunked_kd import DEFAULT_CHUNK_TOKENS, DistillationTargets, KDObjective, online_top_k
+from trainers.kd_losses import KD_LOSSES, TAILS
+from trainers.student_trainer import StudentSFTTrainer, compact_head_supported, labelled_hidden_states
 
 logger = logging.getLogger("trainers.kd")
 
@@ -55,6 +56,13 @@ class DistillationArguments:
         metadata={"help": "Online KD: the teacher spec (default: the dataset's first teacher)."},
     )
     kd_top_k: int = field(default=0, metadata={"help": "Online KD: keep the teacher's top-k only (0 = vocabulary)."})
+    kd_chunk_tokens: int = field(
+        default=DEFAULT_CHUNK_TOKENS,
+        metadata={
+            "help": "Labelled positions per LM-head chunk of the KD loss: the peak holds a few chunk x vocabulary "
+            "float32 tensors instead of the whole batch's (0 = one chunk; trainers/chunked_kd.py)."
+        },
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
@@ -67,6 +75,11 @@ class DistillationArguments:
             raise ValueError(f"--kd_source must be one of {KD_SOURCES}, got {self.kd_source!r}")
         if self.temperature <= 0:
             raise ValueError(f"--temperature must be positive, got {self.temperature}")
+        if self.kd_chunk_tokens < 0:
+            raise ValueError(f"--kd_chunk_tokens must be 0 (one chunk) or positive, got {self.kd_chunk_tokens}")
+
+    def objective(self) -> KDObjective:
+        return KDObjective(self.alpha, self.kd_loss, self.temperature, self.kd_tail, self.bild_k)
 
     def describe(self) -> dict:
         return {
@@ -180,9 +193,10 @@ class DistillationCollator:
 class KDTrainer(StudentSFTTrainer):
     """``SFTTrainer`` whose loss is ``alpha * KD + (1 - alpha) * NLL`` over the assistant tokens.
 
-    The student's logits are projected at labelled positions only (``labelled_logits_forward``), through the
-    model's own forward so DDP/PEFT wrappers are honoured. Normalisation follows TRL: sums over tokens divided by
-    the number of labelled tokens in the whole (accumulated, all-rank) batch.
+    The loss runs inside the model's own forward (``distillation=``), so DDP/FSDP/PEFT wrappers are honoured,
+    and projects only the labelled positions through the LM head, a chunk at a time (``trainers.chunked_kd``).
+    Normalisation follows TRL: sums over tokens divided by the number of labelled tokens in the whole
+    (accumulated, all-rank) batch.
     """
 
     def __init__(self, *args, kd_args: DistillationArguments, teacher_model=None, **kwargs):
@@ -199,10 +213,12 @@ class KDTrainer(StudentSFTTrainer):
             self._metrics["train"][key], self._metrics["eval"][key] = [], []
 
     @torch.no_grad()
-    def online_teacher(self, inputs: dict, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def online_teacher(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The online teacher's top-k ``[N, k]`` at the batch's labelled positions, scored chunk by chunk."""
         kwargs = {"input_ids": inputs["input_ids"], "attention_mask": inputs.get("attention_mask")}
-        out = labelled_logits_forward(self.teacher_model, kwargs, inputs["labels"])
-        return teacher_top_k(out.logits, self.kd_args.kd_top_k)
+        hidden, _, _ = labelled_hidden_states(self.teacher_model, kwargs, inputs["labels"])
+        head = self.teacher_model.get_output_embeddings()
+        return online_top_k(hidden, head, self.kd_args.kd_top_k, self.kd_args.kd_chunk_tokens or max(1, len(hidden)))
 
     def token_weights(
         self, inputs: dict, teacher_ids: torch.Tensor, teacher_logprobs: torch.Tensor
@@ -218,43 +234,35 @@ class KDTrainer(StudentSFTTrainer):
         mode = "train" if self.model.training else "eval"
         teacher_ids = inputs.pop("teacher_ids", None)
         teacher_logprobs = inputs.pop("teacher_logprobs", None)
-        out = model(
-            input_ids=inputs["input_ids"],
-            attention_mask=inputs.get("attention_mask"),
-            labels=inputs["labels"],
-            labelled_logits=True,
-        )
-        logits, mask = out.logits.float(), out.label_mask
+        mask = inputs["labels"][:, 1:] != -100  # the positions the student's forward scores (labelled_hidden_states)
         if self.teacher_model is not None:
-            teacher_ids, teacher_logprobs = self.online_teacher(inputs, mask)
+            teacher_ids, teacher_logprobs = self.online_teacher(inputs)
         elif teacher_ids is None:
             raise LogitsError("KD batch without teacher logits: train on a logits-* config or with KD_SOURCE=online")
         else:
             teacher_ids, teacher_logprobs = teacher_ids[:, 1:][mask], teacher_logprobs[:, 1:][mask]
-        args = self.kd_args
-        logprobs = logits.log_softmax(-1)  # one log-softmax for both terms
-        kd_tokens = distillation_loss_from_logprobs(
-            logprobs, teacher_ids, teacher_logprobs, args.kd_loss, args.temperature, args.kd_tail, args.bild_k
+        targets = DistillationTargets(
+            teacher_ids=teacher_ids,
+            teacher_logprobs=teacher_logprobs,
+            objective=self.kd_args.objective(),
+            token_weights=self.token_weights(inputs, teacher_ids, teacher_logprobs),
+            chunk_tokens=self.kd_args.kd_chunk_tokens,
         )
-        nll_tokens = -logprobs.gather(-1, out.targets.unsqueeze(-1)).squeeze(-1)
-        kd, nll = kd_tokens.sum(), nll_tokens.sum()
+        # weighted or not, the logged kd_loss / nll are the unweighted sums
+        out = model(
+            input_ids=inputs["input_ids"],
+            attention_mask=inputs.get("attention_mask"),
+            labels=inputs["labels"],
+            distillation=targets,
+        )
         count = torch.as_tensor(mask.sum() if num_items_in_batch is None else num_items_in_batch).clamp(min=1)
-        weights = self.token_weights(inputs, teacher_ids, teacher_logprobs)
-        if weights is None:
-            loss = (args.alpha * kd + (1 - args.alpha) * nll) / count
-        else:  # the logged kd_loss / nll stay the unweighted ones
-            loss = (args.alpha * (weights * kd_tokens).sum() + (1 - args.alpha) * (weights * nll_tokens).sum()) / count
+        loss = out.objective / count
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * (self.accelerator.num_processes // self.get_tp_size())
 
         with torch.no_grad():
             tokens = self.accelerator.gather_for_metrics(mask.sum()).sum().clamp(min=1)
-            gathered = {
-                "kd_loss": kd.detach(),
-                "nll": nll.detach(),
-                "mean_token_accuracy": (logits.argmax(-1) == out.targets).sum(),
-                "entropy": -(logprobs.exp() * logprobs).sum(),
-            }
+            gathered = {"kd_loss": out.kd, "nll": out.nll, "mean_token_accuracy": out.correct, "entropy": out.entropy}
             for key, value in gathered.items():
                 self._metrics[mode][key].append((self.accelerator.gather_for_metrics(value).sum() / tokens).item())
         if mode == "train":

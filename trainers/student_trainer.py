@@ -25,6 +25,8 @@ from transformers.utils import ModelOutput
 from trl import SFTTrainer
 from trl.trainer.utils import FusedCausalLMOutput
 
+from trainers.chunked_kd import DistillationTargets, chunked_kd_terms
+
 KERNEL_DEVICES = ("cuda", "xpu")  # where TRL's Triton kernel already scores only the labelled positions
 
 
@@ -82,18 +84,56 @@ class LabelledLogits(ModelOutput):
     label_mask: torch.Tensor | None = None
 
 
-def labelled_logits_forward(model, backbone_kwargs: dict, labels: torch.Tensor) -> LabelledLogits:
-    """Backbone over every position, LM head over the labelled ones only: what distillation losses need."""
+@dataclass
+class DistilledOutput(ModelOutput):
+    """Sums of the KD objective and its terms over the labelled positions (``trainers.chunked_kd.KDTerms``)."""
+
+    objective: torch.Tensor | None = None
+    kd: torch.Tensor | None = None
+    nll: torch.Tensor | None = None
+    correct: torch.Tensor | None = None
+    entropy: torch.Tensor | None = None
+    label_mask: torch.Tensor | None = None
+
+
+def labelled_hidden_states(
+    model, backbone_kwargs: dict, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The backbone's last hidden states at the N labelled positions ``[N, H]``, their targets ``[N]``, the mask."""
     backbone_kwargs["use_cache"] = False
     hidden_states = model.base_model(**backbone_kwargs).last_hidden_state[:, :-1]
     mask = labels[:, 1:] != -100
-    logits = model.get_output_embeddings()(hidden_states[mask])
-    return LabelledLogits(logits=logits, targets=labels[:, 1:][mask], label_mask=mask)
+    return hidden_states[mask], labels[:, 1:][mask], mask
+
+
+def labelled_logits_forward(model, backbone_kwargs: dict, labels: torch.Tensor) -> LabelledLogits:
+    """Backbone over every position, LM head over the labelled ones only: what distillation losses need."""
+    hidden, targets, mask = labelled_hidden_states(model, backbone_kwargs, labels)
+    return LabelledLogits(logits=model.get_output_embeddings()(hidden), targets=targets, label_mask=mask)
+
+
+def distillation_forward(
+    model, backbone_kwargs: dict, labels: torch.Tensor, targets: DistillationTargets
+) -> DistilledOutput:
+    """Backbone over every position, then the KD objective through the LM head in chunks of labelled positions."""
+    hidden, label_targets, mask = labelled_hidden_states(model, backbone_kwargs, labels)
+    terms = chunked_kd_terms(
+        hidden,
+        model.get_output_embeddings(),
+        label_targets,
+        targets.teacher_ids,
+        targets.teacher_logprobs,
+        targets.objective,
+        targets.token_weights,
+        targets.chunk_tokens or max(1, hidden.shape[0]),
+    )
+    return DistilledOutput(**vars(terms), label_mask=mask)
 
 
 def add_compact_lm_head(model) -> None:
     """Route the model's ``fused_lm_head=True`` calls (already patched by TRL) to ``compact_lm_head_forward``,
-    and its ``labelled_logits=True`` calls (on every device) to ``labelled_logits_forward``.
+    its ``labelled_logits=True`` calls (on every device) to ``labelled_logits_forward``, and its
+    ``distillation=DistillationTargets(...)`` calls to ``distillation_forward``.
 
     Both go through the model's own ``forward``, so DDP, FSDP and PEFT wrappers see an ordinary call.
     """
@@ -104,11 +144,14 @@ def add_compact_lm_head(model) -> None:
         *args,
         fused_lm_head=False,
         labelled_logits=False,
+        distillation=None,
         labels=None,
         shift_labels=None,
         num_items_in_batch=None,
         **kwargs,
     ):
+        if distillation is not None:
+            return distillation_forward(self, kwargs, labels, distillation)
         if labelled_logits:
             return labelled_logits_forward(self, kwargs, labels)
         if not fused_lm_head or args or kwargs.get("output_router_logits") or self.device.type in KERNEL_DEVICES:

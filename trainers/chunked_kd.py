@@ -1,0 +1,180 @@
+"""The KD objective through the LM head one chunk of positions at a time, so ``[N, V]`` logits never exist whole.
+
+With a 49k (SmolLM2) or 150k+ (Qwen, Gemma) vocabulary, the student's logits at the labelled positions are most
+of a distillation step's memory: the logits, their log-softmax, and in the backward pass their gradients, each
+``N x V x 4`` bytes (0.2 GB for a batch of 8 rationales of ~130 tokens at V = 49152, per tensor). The teacher's
+top-k are small (``N x k``), so offline KD only needs the student's full distribution one position at a time.
+
+``ChunkedDistillation`` computes, chunk by chunk of ``chunk_tokens`` positions, the head's logits, the same
+per-token KD and NLL terms as ``trainers.kd_losses`` (one log-softmax for both), their weighted sum, and, in the
+same pass, that sum's gradients with respect to the hidden states and the head weight (the approach of Liger
+Kernel's fused linear losses). Backward only scales the stored gradients, so the FLOPs are those of the
+unchunked head (one matmul forward, two backward) and the peak is a few ``chunk_tokens x V`` tensors. The result
+is exact: a test checks loss and every gradient against the unchunked computation.
+
+``online_top_k`` does the same for an online teacher: its top-k per chunk, never its ``[N, V]`` logits at once
+(except with k = vocabulary, where the loss needs them all).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from trainers.kd_losses import at_least_fp32, distillation_loss_from_logprobs, teacher_top_k
+
+DEFAULT_CHUNK_TOKENS = 256  # 256 x 49152 x 4 bytes = 50 MB per chunk tensor
+
+
+@dataclass(frozen=True)
+class KDObjective:
+    """``alpha * KD + (1 - alpha) * NLL`` per labelled token, and how KD is computed (see ``trainers.kd_losses``)."""
+
+    alpha: float = 0.5
+    kd_loss: str = "fkl"
+    temperature: float = 1.0
+    kd_tail: str = "bucket"
+    bild_k: int = 8
+
+
+@dataclass
+class DistillationTargets:
+    """What the student's forward needs for the KD objective at its N labelled positions (``distillation=``)."""
+
+    teacher_ids: torch.Tensor  # [N, k]
+    teacher_logprobs: torch.Tensor  # [N, k]
+    objective: KDObjective
+    token_weights: torch.Tensor | None = None  # [N], or None for uniform
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS  # 0: every labelled position in one chunk
+
+
+@dataclass
+class KDTerms:
+    """Sums over the labelled tokens: the weighted objective (differentiable) and the per-term metrics (not)."""
+
+    objective: torch.Tensor
+    kd: torch.Tensor
+    nll: torch.Tensor
+    correct: torch.Tensor
+    entropy: torch.Tensor
+
+
+def _chunk_terms(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    targets: torch.Tensor,
+    teacher_ids: torch.Tensor,
+    teacher_logprobs: torch.Tensor,
+    token_weights: torch.Tensor | None,
+    objective: KDObjective,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(weighted objective sum, per-token kd, per-token nll, logprobs)`` of one chunk of positions."""
+    logprobs = at_least_fp32(F.linear(hidden, weight, bias)).log_softmax(-1)
+    kd = distillation_loss_from_logprobs(
+        logprobs,
+        teacher_ids,
+        teacher_logprobs,
+        objective.kd_loss,
+        objective.temperature,
+        objective.kd_tail,
+        objective.bild_k,
+    )
+    nll = -logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    terms = objective.alpha * kd + (1 - objective.alpha) * nll
+    if token_weights is not None:
+        terms = terms * token_weights
+    return terms.sum(), kd, nll, logprobs
+
+
+class ChunkedDistillation(torch.autograd.Function):
+    """Sums of the KD objective over N labelled positions from hidden states ``[N, H]`` and the head ``[V, H]``.
+
+    Forward computes the gradients of the objective sum too (chunk by chunk); backward scales them.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, teacher_ids, teacher_logprobs, token_weights, objective, chunk):
+        need_hidden, need_weight, need_bias = ctx.needs_input_grad[:3]
+        acc = torch.promote_types(weight.dtype, torch.float32)  # sums and the head's gradient: float32 or better
+        grad_hidden = torch.empty_like(hidden) if need_hidden else None  # each row written once
+        grad_weight = torch.zeros_like(weight, dtype=acc) if need_weight else None  # summed over chunks
+        grad_bias = torch.zeros_like(bias, dtype=acc) if need_bias else None
+        weight = weight.detach().requires_grad_(need_weight)
+        bias = None if bias is None else bias.detach().requires_grad_(need_bias)
+        sums = torch.zeros(5, dtype=acc, device=hidden.device)  # objective, kd, nll, correct, entropy
+        for start in range(0, hidden.shape[0], chunk):
+            part = slice(start, start + chunk)
+            h = hidden[part].detach().requires_grad_(need_hidden)
+            weights = None if token_weights is None else token_weights[part]
+            with torch.set_grad_enabled(need_hidden or need_weight or need_bias):
+                total, kd, nll, logprobs = _chunk_terms(
+                    h, weight, bias, targets[part], teacher_ids[part], teacher_logprobs[part], weights, objective
+                )
+            leaves = [leaf for leaf, need in ((h, need_hidden), (weight, need_weight), (bias, need_bias)) if need]
+            grads = iter(torch.autograd.grad(total, leaves) if leaves else ())
+            if need_hidden:
+                grad_hidden[part] = next(grads)
+            if need_weight:
+                grad_weight += next(grads)
+            if need_bias:
+                grad_bias += next(grads)
+            with torch.no_grad():
+                correct = (logprobs.argmax(-1) == targets[part]).sum()
+                entropy = -(logprobs.exp() * logprobs).sum()
+                sums += torch.stack([total.detach(), kd.sum(), nll.sum(), correct, entropy]).to(acc)
+        ctx.grads = [
+            None if grad is None else (grad, like.dtype)
+            for grad, like in ((grad_hidden, hidden), (grad_weight, weight), (grad_bias, bias))
+        ]
+        metrics = sums[1:].clone()
+        ctx.mark_non_differentiable(metrics)
+        return sums[0].clone(), metrics
+
+    @staticmethod
+    def backward(ctx, grad_objective, _grad_metrics):
+        scaled = [None if g is None else (g[0] * grad_objective).to(g[1]) for g in ctx.grads]
+        ctx.grads = None
+        return (*scaled, None, None, None, None, None, None)
+
+
+def chunked_kd_terms(
+    hidden: torch.Tensor,
+    head: torch.nn.Module,
+    targets: torch.Tensor,
+    teacher_ids: torch.Tensor,
+    teacher_logprobs: torch.Tensor,
+    objective: KDObjective,
+    token_weights: torch.Tensor | None = None,
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+) -> KDTerms:
+    """The KD objective's sums over the N labelled positions (``hidden [N, H]``), through the linear ``head``."""
+    if chunk_tokens <= 0:
+        raise ValueError(f"chunk_tokens must be positive, got {chunk_tokens}")
+    bias = getattr(head, "bias", None)
+    if token_weights is not None:
+        token_weights = at_least_fp32(token_weights.detach())
+    value, metrics = ChunkedDistillation.apply(
+        hidden, head.weight, bias, targets, teacher_ids, teacher_logprobs, token_weights, objective, chunk_tokens
+    )
+    kd, nll, correct, entropy = metrics.unbind()
+    return KDTerms(objective=value, kd=kd, nll=nll, correct=correct, entropy=entropy)
+
+
+@torch.no_grad()
+def online_top_k(
+    hidden: torch.Tensor, head: torch.nn.Module, k: int, chunk_tokens: int = DEFAULT_CHUNK_TOKENS
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A teacher's top-k ids and log-probs ``[N, k]`` at its labelled hidden states ``[N, H]``, chunk by chunk.
+
+    ``k <= 0`` or ``k >= V`` keeps the whole vocabulary, as ``teacher_top_k`` does (the ids are then never stored).
+    """
+    vocab = head.weight.shape[0]
+    chunks = hidden.split(chunk_tokens)
+    if k <= 0 or k >= vocab:
+        logprobs = torch.cat([at_least_fp32(head(h)).log_softmax(-1) for h in chunks])
+        return torch.arange(vocab, device=logprobs.device).expand_as(logprobs), logprobs
+    parts = [teacher_top_k(head(h), k) for h in chunks]
+    return torch.cat([ids for ids, _ in parts]), torch.cat([values for _, values in parts])
