@@ -28,7 +28,7 @@ class EnsembleConfig(PretrainedConfig):
     """
 
     model_type = "scalingdown_ensemble"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["past_key_values", "cache"]
 
     def __init__(
         self,

@@ -35,6 +35,9 @@ from .configuration_ensemble import EnsembleConfig
 HUB_OPTIONS = ("cache_dir", "force_download", "local_files_only", "proxies", "token")
 AUTO_OPTIONS = ("trust_remote_code", "_from_auto", "_from_pipeline", "_commit_hash", "code_revision", "adapter_kwargs")
 REMOTE_CODE_FILES = ("configuration_ensemble.py", "modeling_ensemble.py")
+# transformers 5.24 renamed the KV cache argument and output field ``past_key_values`` to ``cache``; this file runs
+# on whichever version loads it (a Space, a user's machine), so it speaks the one its transformers speaks.
+CACHE_NAME = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
 def vocabulary_hash(tokenizer) -> str:
@@ -230,9 +233,10 @@ class EnsembleForCausalLM(PreTrainedModel, GenerationMixin):
     ) -> CausalLMOutputWithPast:
         if inputs_embeds is not None:
             raise ValueError("the members embed tokens with their own embeddings: pass input_ids, not inputs_embeds")
+        past_key_values = kwargs.pop("cache", None) if past_key_values is None else past_key_values
         if past_key_values is not None and not isinstance(past_key_values, EnsembleCache):
             raise ValueError(f"an ensemble takes the EnsembleCache it returned, not {type(past_key_values).__name__}")
-        for name in ("output_attentions", "output_hidden_states", "num_items_in_batch", "return_dict"):
+        for name in ("output_attentions", "output_hidden_states", "num_items_in_batch", "return_dict", "cache"):
             kwargs.pop(name, None)
         use_cache = self.config.use_cache if use_cache is None else use_cache
         caches = past_key_values.caches if past_key_values is not None else [None] * len(self.members)
@@ -243,20 +247,20 @@ class EnsembleForCausalLM(PreTrainedModel, GenerationMixin):
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 position_ids=position_ids,
-                past_key_values=cache,
                 use_cache=use_cache,
                 logits_to_keep=logits_to_keep,
                 return_dict=True,
+                **{CACHE_NAME: cache},
                 **kwargs,
             )
-            new_caches.append(out.past_key_values if use_cache else None)
+            new_caches.append(getattr(out, CACHE_NAME) if use_cache else None)
             combined = add_member(combined, out.logits, weight, self.config.combine)
         loss = None
         if labels is not None:
             shifted = labels[:, 1:].to(combined.device)
             loss = F.cross_entropy(combined[:, :-1].flatten(0, 1), shifted.flatten(), ignore_index=-100)
         return CausalLMOutputWithPast(
-            loss=loss, logits=combined, past_key_values=EnsembleCache(new_caches) if use_cache else None
+            loss=loss, logits=combined, **{CACHE_NAME: EnsembleCache(new_caches) if use_cache else None}
         )
 
 
