@@ -74,6 +74,16 @@ def tiny_build_args(work_dir, teacher, **overrides):
     return PushDataArguments(**values)
 
 
+def tiny_corpus_args(**overrides):
+    """`python -m datasets_builders.corpus` options for a fast offline corpus: the task's training questions
+    with their worked solutions only (no teacher), decontaminated against synthetic_gsm's generated test split."""
+    from datasets_builders.corpus import CorpusArguments
+
+    values = dict(sources="task", task_limit=300, eval_tasks="synthetic_gsm", eval_data=None)
+    values.update(overrides)
+    return CorpusArguments(**values)
+
+
 def train_configs(tmp_path, **overrides):
     """``(ScriptArguments, SFTConfig, ModelConfig, DistillationArguments)`` for a short CPU run of
     ``trainers.sft.main``: each override goes to the dataclass that has the field (SFTConfig otherwise)."""

@@ -1,4 +1,5 @@
-"""`accelerate launch` of the training stage on two CPU processes: both ranks train, rank 0 alone pushes."""
+"""`accelerate launch` of the training and pre-training stages on two CPU processes: both ranks train, rank 0 alone
+measures, prices and pushes."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import tiny_build_args
+from conftest import tiny_build_args, tiny_corpus_args
 from transformers import AutoModelForCausalLM
 
+from datasets_builders.corpus import main as build_corpus
 from datasets_builders.push_data import main as push_data
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,23 +35,15 @@ def dataset_hub(hub_dir, tiny_teacher_dir, tmp_path) -> Path:
     return hub_dir
 
 
-def test_two_process_launch_trains_on_both_ranks_and_pushes_once(dataset_hub, tmp_path):
+def accelerate_launch(module: str, *args: str) -> str:
+    """``accelerate launch`` of ``-m module`` on two CPU processes over gloo on loopback; the combined log."""
     accelerate = Path(sys.executable).with_name("accelerate")
-    out = tmp_path / "out"
     command = [
         str(accelerate), "launch",
         "--config_file", str(ACCELERATE_CONFIG),
         "--main_process_ip", "127.0.0.1",
         "--main_process_port", str(free_loopback_port()),
-        "-m", "trainers.sft",
-        "--config", "recipes/train/synthetic_gsm/sft.yaml",
-        "--size", "1M",
-        "--max_steps", "3",
-        "--per_device_train_batch_size", "2",
-        "--max_length", "128",
-        "--logging_steps", "1",
-        "--save_strategy", "no",
-        "--output_dir", str(out),
+        "-m", module, *args,
         "--use_cpu", "true",
         "--log_level", "info",  # rank 0 logs the trainer's batch arithmetic
         "--disable_tqdm", "true",
@@ -63,6 +57,27 @@ def test_two_process_launch_trains_on_both_ranks_and_pushes_once(dataset_hub, tm
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
+    return log
+
+
+def commit_messages(repo: Path) -> list[str]:
+    done = subprocess.run(["git", "log", "--format=%s"], cwd=repo, capture_output=True, text=True, check=True)
+    return done.stdout.splitlines()
+
+
+def test_two_process_launch_trains_on_both_ranks_and_pushes_once(dataset_hub, tmp_path):
+    out = tmp_path / "out"
+    log = accelerate_launch(
+        "trainers.sft",
+        "--config", "recipes/train/synthetic_gsm/sft.yaml",
+        "--size", "1M",
+        "--max_steps", "3",
+        "--per_device_train_batch_size", "2",
+        "--max_length", "128",
+        "--logging_steps", "1",
+        "--save_strategy", "no",
+        "--output_dir", str(out),
+    )  # fmt: skip
 
     # Two processes ran the stage, and the trainer saw a global batch of 2 ranks x 2 rows.
     assert log.count("training rows from") == 2, log[-4000:]
@@ -75,12 +90,60 @@ def test_two_process_launch_trains_on_both_ranks_and_pushes_once(dataset_hub, tm
     assert log.count("tokens/s, MFU") == 1 and log.count("pushed ") == 1, log[-4000:]
     models = dataset_hub / "models" / "testorg"
     assert [p.name for p in models.iterdir()] == ["synthetic_gsm-sft-1M"]
-    commits = subprocess.run(
-        ["git", "log", "--format=%s"], cwd=models / "synthetic_gsm-sft-1M", capture_output=True, text=True, check=True
-    ).stdout.splitlines()
-    assert commits == ["Train synthetic_gsm-sft-1M (sft, 1M)"]
+    assert commit_messages(models / "synthetic_gsm-sft-1M") == ["Train synthetic_gsm-sft-1M (sft, 1M)"]
     card = (models / "synthetic_gsm-sft-1M" / "README.md").read_text()
     assert "batch_size=2x1x2" in card  # per device x accumulation x world size
 
     model = AutoModelForCausalLM.from_pretrained(models / "synthetic_gsm-sft-1M")
+    assert model.config.num_hidden_layers == 5
+
+
+PRETRAIN_STEPS, PRETRAIN_ROWS, PRETRAIN_BLOCK = 3, 2, 64
+
+
+@pytest.fixture
+def corpus_hub(hub_dir) -> Path:
+    """A local Hub holding a corpus repo of 60 synthetic_gsm training questions with their worked solutions."""
+    build_corpus(tiny_corpus_args(task_limit=60))
+    return hub_dir
+
+
+def test_two_process_pretraining_counts_tokens_once_prices_both_devices_and_pushes_once(corpus_hub, tmp_path):
+    out = tmp_path / "out"
+    log = accelerate_launch(
+        "trainers.pretrain",
+        "--config", "recipes/pretrain/scratch.yaml",
+        "--size", "1M",
+        "--max_steps", str(PRETRAIN_STEPS),
+        "--per_device_train_batch_size", str(PRETRAIN_ROWS),
+        "--max_length", str(PRETRAIN_BLOCK),
+        "--warmup_steps", "0",
+        "--logging_steps", "1",
+        "--save_strategy", "no",
+        "--output_dir", str(out),
+    )  # fmt: skip
+
+    # Both ranks read the corpus and trained; the trainer's global batch is 2 ranks x 2 blocks.
+    assert log.count("documents from") == 2, log[-4000:]
+    assert re.search(r"Total train batch size \(w\. parallel, distributed & accumulation\) = 4\b", log), log[-4000:]
+    global_tokens = PRETRAIN_STEPS * 2 * PRETRAIN_ROWS * PRETRAIN_BLOCK  # 768: packed blocks, no padding
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == PRETRAIN_STEPS
+    assert state["num_input_tokens_seen"] == global_tokens  # gathered over both ranks (one rank alone: 384)
+
+    # Rank 0 alone measured, priced, printed and pushed: one model repo, one commit.
+    assert log.count("per million parameters") == 1 and log.count("pushed ") == 1, log[-4000:]
+    assert f"pre-trained {global_tokens:,} tokens" in log  # counted once, not once per rank
+    models = corpus_hub / "models" / "testorg"
+    assert [p.name for p in models.iterdir()] == ["pretrain-1M"]
+    assert commit_messages(models / "pretrain-1M") == [f"Pre-train 1M ({global_tokens:,} tokens)"]
+    cost = json.loads((models / "pretrain-1M" / "training_cost.json").read_text())
+    assert cost["total"]["tokens"] == cost["this_run"]["tokens"] == global_tokens
+    money = cost["dollars"]
+    assert (money["device_kind"], money["devices"]) == ("cpu-core", 2)  # one core per process, both billed
+    assert money["dollars"] == pytest.approx(2 * money["price_per_device_hour"] * cost["total"]["seconds"] / 3600)
+    card = (models / "pretrain-1M" / "README.md").read_text()
+    assert "batch_size=2x1x2" in card and "2 x cpu-core at $0.00375/device-hour" in card
+
+    model = AutoModelForCausalLM.from_pretrained(models / "pretrain-1M")
     assert model.config.num_hidden_layers == 5
