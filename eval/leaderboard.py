@@ -28,6 +28,8 @@ ROW_FEATURES = Features(
         "metric": Value("string"),
         "accuracy": Value("float64"),
         "stderr": Value("float64"),
+        "answer_nll": Value("float64"),  # the nll variant's score (nats per answer, lower is better)
+        "answer_nll_stderr": Value("float64"),
         "parsed_rate": Value("float64"),
         "n": Value("int64"),
         "status": Value("string"),
@@ -71,6 +73,7 @@ SAMPLE_FEATURES = Features(
     }
 )
 ROW_KEY = ("model", "task", "variant")
+VARIANT_NAMES = {"cot": "chain of thought", "mc": "log-likelihood", "nll": "log-likelihood of the gold answer"}
 
 
 def row_key(row: dict) -> tuple:
@@ -83,7 +86,8 @@ def load_board(target: HubTarget, task: str) -> tuple[list[dict], list[dict]]:
     if not target.exists("dataset", name):
         return [], []
     location = target.location("dataset", name)
-    rows = load_dataset(location, split="train").to_list()
+    # a board written before a column existed gets it empty, so old and new rows merge into one table
+    rows = [{**dict.fromkeys(ROW_FEATURES), **r} for r in load_dataset(location, split="train").to_list()]
     try:
         samples = load_dataset(location, "samples", split="train").to_list()
     except ValueError:  # a board written before the samples config existed
@@ -118,6 +122,9 @@ def markdown_table(rows: list[dict]) -> str:
         accuracy = "–" if r["accuracy"] is None else f"{100 * r['accuracy']:.1f}"
         if r["stderr"] is not None and r["accuracy"] is not None:
             accuracy += f" ± {100 * r['stderr']:.1f}"
+        if r.get("answer_nll") is not None:  # the nll variant: a graded score in nats, not a percentage
+            accuracy = f"NLL {r['answer_nll']:.2f}"
+            accuracy += f" ± {r['answer_nll_stderr']:.2f}" if r.get("answer_nll_stderr") is not None else ""
         params = "–" if not r["params_total"] else f"{r['params_total'] / 1e6:.1f}M"
         status = r["status"] if r["status"] == "ok" else f"failed: {(r['error'] or '')[:80]}"
         parsed = "–" if r["parsed_rate"] is None else f"{100 * r['parsed_rate']:.0f}%"
@@ -199,19 +206,21 @@ def update_model_card(
     card.data.eval_results = [
         EvalResult(
             task_type="text-generation",
-            task_name=f"{r['task']} ({'chain of thought' if r['variant'] == 'cot' else 'log-likelihood'})",
+            task_name=f"{r['task']} ({VARIANT_NAMES.get(r['variant'], r['variant'])})",
             dataset_type=r["dataset_repo"],
             dataset_name=f"{r['task']} test split",
             dataset_split="test",
             dataset_revision=r["dataset_revision"],
-            metric_type="accuracy",
-            metric_name=f"{r['metric']} ({r['n']} questions)",
-            metric_value=round(r["accuracy"], 4),
+            metric_type="accuracy" if graded is None else "answer_nll",
+            metric_name=f"{r['metric']} ({r['n']} questions)"
+            + ("" if graded is None else ", nats per answer, lower is better"),
+            metric_value=round(r["accuracy"] if graded is None else graded, 4),
             source_name="ScalingDown make eval (lm-evaluation-harness)",
             source_url=board_url,
         )
         for r in rows
-        if r["status"] == "ok" and r["accuracy"] is not None
+        for graded in [r.get("answer_nll")]
+        if r["status"] == "ok" and (r["accuracy"] is not None or graded is not None)
     ] or None
     if card.data.eval_results and not card.data.model_name:
         card.data.model_name = target.repo_id(repo)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from eval.tasks.utils import TASKS_DIR
+from eval.tasks.utils import TASKS_DIR, doc_to_answer_line
 
 
 @dataclass
@@ -51,6 +51,8 @@ class MeasureResult:
     metric: str | None = None
     accuracy: float | None = None
     stderr: float | None = None
+    answer_nll: float | None = None  # the nll variant: -log p(gold answer sentence), nats; lower is better
+    answer_nll_stderr: float | None = None
     parsed_rate: float | None = None
     n: int = 0
     latency_s: float | None = None  # per answer at the eval batch size (wall / answers)
@@ -66,11 +68,12 @@ class MeasureResult:
     samples: list[dict] = field(default_factory=list)
 
 
-def task_config(name: str, dataset_path: str, max_gen_toks: int | None = None) -> dict:
+def task_config(name: str, dataset_path: str, max_gen_toks: int | None = None, chat: bool = True) -> dict:
     """Our YAML for ``name`` with includes and ``!function`` resolved, reading data from ``dataset_path``.
 
     lm-eval builds a task from a dict as it is (no merge with the registered YAML), so the runner resolves the
-    YAML itself and overrides only the data location.
+    YAML itself and overrides only the data location, and, for a plain-text model of the ``nll`` variant, puts
+    the gold sentence on its own line as the shots show it (lm-eval would glue it to the prompt).
     """
     from lm_eval.tasks._yaml_loader import load_yaml
 
@@ -81,6 +84,9 @@ def task_config(name: str, dataset_path: str, max_gen_toks: int | None = None) -
     config["dataset_path"] = dataset_path
     if max_gen_toks:
         config.setdefault("generation_kwargs", {})["max_gen_toks"] = max_gen_toks
+    if config["output_type"] == "loglikelihood" and not chat:
+        config["fewshot_config"] = {**config.get("fewshot_config", {}), "doc_to_target": config["doc_to_target"]}
+        config["doc_to_target"] = doc_to_answer_line
     return config
 
 
@@ -146,7 +152,7 @@ def measure(request: MeasureRequest) -> MeasureResult:
         batch_size=request.batch_size,
         trust_remote_code=request.trust_remote_code,
     )
-    config = task_config(request.lm_eval_task, request.dataset_path, request.max_gen_toks)
+    config = task_config(request.lm_eval_task, request.dataset_path, request.max_gen_toks, request.chat)
     output = simple_evaluate(
         model=lm,
         tasks=[config],
@@ -164,11 +170,15 @@ def measure(request: MeasureRequest) -> MeasureResult:
         fewshot_random_seed=0,
     )
     scores = output["results"][request.lm_eval_task]
-    metric = "exact_match" if "exact_match,none" in scores else "acc"
+    metric = next(m for m in ("exact_match", "answer_nll", "acc") if f"{m},none" in scores)
     result = MeasureResult(metric=metric, device=device, lm_eval_version=lm_eval.__version__)
-    result.accuracy = float(scores[f"{metric},none"])
+    value = float(scores[f"{metric},none"])
     stderr = scores.get(f"{metric}_stderr,none")
-    result.stderr = float(stderr) if isinstance(stderr, (int, float)) and not math.isnan(stderr) else None
+    stderr = float(stderr) if isinstance(stderr, (int, float)) and not math.isnan(stderr) else None
+    if metric == "answer_nll":  # a graded score, not an accuracy: its own columns, so no accuracy is ranked by it
+        result.answer_nll, result.answer_nll_stderr = value, stderr
+    else:
+        result.accuracy, result.stderr = value, stderr
     samples = output["samples"][request.lm_eval_task]
     result.n = len(samples)
     if "parsed,none" in scores:
@@ -212,12 +222,15 @@ def sample_row(sample: dict, metric: str) -> dict:
     doc = sample.get("doc", {})
     response = sample.get("resps", [[None]])[0]
     response = response[0] if isinstance(response, list) and response else response
+    correct = sample.get(metric, 0)
+    if metric == "answer_nll":  # nothing is generated: show the score, and whether the gold answer is the greedy one
+        response, correct = f"-log p(gold answer) = {sample['answer_nll']:.3f} nats", sample.get("greedy", 0)
     return {
         "id": doc.get("id", str(sample.get("doc_id"))),
         "question": doc.get("question"),
         "answer": doc.get("answer"),
         "response": response if isinstance(response, str) else json.dumps(sample.get("resps"))[:2000],
-        "correct": bool(sample.get(metric, 0)),
+        "correct": bool(correct),
     }
 
 

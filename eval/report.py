@@ -3,7 +3,9 @@
 A student "beats" a teacher when its accuracy is higher; the sentence also says whether the margin exceeds
 the combined standard error (sqrt(se_s^2 + se_t^2)), because on a few hundred test questions a couple of
 points is noise. Where the board has a student pre-trained here (size ``X-pt``, ``make pretrain``) and the same
-size trained from scratch on the task alone (size ``X``), a sentence per pair says which is better; each ensemble
+size trained from scratch on the task alone (size ``X``), a sentence per pair says which is better: by accuracy
+(also when one of them never wrote a parseable answer: a measured 0%) and, where the ``nll`` variant scored both,
+by the log-likelihood of the gold answer, which still ranks students whose accuracy ties at 0%. Each ensemble
 (``make train METHOD=ensemble``) gets a sentence against the single student of its total size and the teacher.
 """
 
@@ -20,8 +22,29 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
+GRADED = "nll"  # the variant scored by the gold answer's log-likelihood (lower is better) instead of accuracy
+
+
 def _ok(rows: list[dict], variant: str) -> list[dict]:
     return [r for r in rows if r["status"] == "ok" and r["variant"] == variant and r["accuracy"] is not None]
+
+
+def _graded(rows: list[dict]) -> list[dict]:
+    """Rows of the ``nll`` variant with a score."""
+    return [r for r in rows if r["status"] == "ok" and r["variant"] == GRADED and r.get("answer_nll") is not None]
+
+
+def _nll(row: dict, unit: str = " nats") -> str:
+    stderr = f" ± {row['answer_nll_stderr']:.2f}" if row.get("answer_nll_stderr") is not None else ""
+    return f"{row['answer_nll']:.2f}{stderr}{unit}"
+
+
+def _parsed(row: dict) -> str:
+    """What an accuracy does not say: that the model never wrote a final answer, or how often it did."""
+    if row["status"] != "ok":
+        return " (no parseable answer)"
+    rate = row.get("parsed_rate")
+    return f" ({rate:.0%} parseable)" if rate is not None and rate < 1 else ""
 
 
 def _pct(row: dict) -> str:
@@ -36,8 +59,9 @@ def _params(row: dict) -> str:
     return f"{total / 1e9:.2f}B params" if total >= 1e9 else f"{total / 1e6:.1f}M params"
 
 
-def _against_noise(margin: float, first: dict, second: dict) -> str:
-    combined = math.sqrt((first.get("stderr") or 0) ** 2 + (second.get("stderr") or 0) ** 2)
+def _against_noise(margin: float, first: dict, second: dict, stderr: str = "stderr") -> str:
+    """``margin`` > 0 means ``first`` is the better one; ``stderr`` names the standard-error column."""
+    combined = math.sqrt((first.get(stderr) or 0) ** 2 + (second.get(stderr) or 0) ** 2)
     # rounded, so a margin of exactly one standard error (0.02 vs 0.0200000001) is not called "more than"
     if combined and round(abs(margin), 9) > round(combined, 9):
         return "more than one combined standard error"
@@ -49,7 +73,10 @@ def _against_noise(margin: float, first: dict, second: dict) -> str:
 def scaling_down_answer(rows: list[dict], task: str, variant: str = "cot") -> str:
     """One sentence (or two) answering the project's question for one task and variant, followed by what
     pre-training here bought (``pretraining_comparison``) when the board has both rows, and how each ensemble
-    compares with a single student of its size and with the teacher (``ensemble_comparison``)."""
+    compares with a single student of its size and with the teacher (``ensemble_comparison``). The ``nll``
+    variant answers by the gold answer's log-likelihood (``graded_answer``)."""
+    if variant == GRADED:
+        return " ".join([graded_answer(rows, task), *pretraining_comparison(rows, variant)])
     comparisons = [*pretraining_comparison(rows, variant), *ensemble_comparison(rows, variant)]
     return " ".join([teacher_answer(rows, task, variant), *comparisons])
 
@@ -99,26 +126,48 @@ def ensemble_comparison(rows: list[dict], variant: str = "cot") -> list[str]:
 
 def pretraining_comparison(rows: list[dict], variant: str = "cot") -> list[str]:
     """For each student pre-trained here and then trained on the task (size ``X-pt``), one sentence against the same
-    size, method and LoRA setting trained from random weights on the task alone (size ``X``)."""
-    students = {
-        (r.get("size"), r.get("method"), bool(r.get("lora"))): r for r in _ok(rows, variant) if r["role"] == "student"
-    }
+    size, method and LoRA setting trained from random weights on the task alone (size ``X``): their accuracies in
+    ``variant`` (a student that never wrote a parseable answer has a measured 0%, said so), then, where the ``nll``
+    variant scored both, which gives the gold answer the lower NLL (the only part for ``variant="nll"``)."""
+
+    def by_key(candidates) -> dict:
+        return {(r.get("size"), r.get("method"), bool(r.get("lora"))): r for r in candidates if r["role"] == "student"}
+
+    measured = {}
+    if variant != GRADED:
+        measured = by_key(r for r in rows if r["variant"] == variant and r.get("accuracy") is not None)
+    graded = by_key(_graded(rows))
+    pairs = []
+    for key in set(measured) | set(graded):
+        size, method, lora = key
+        if size and size.endswith(PRETRAINED_HERE):
+            twin = (size.removesuffix(PRETRAINED_HERE), method, lora)
+            pre = measured.get(key) or graded[key]
+            pairs.append(((pre.get("params_total") or 0, str(key)), key, twin, method))
     sentences = []
-    for (size, method, lora), pre in sorted(
-        students.items(), key=lambda item: (item[1].get("params_total") or 0, str(item[0]))
-    ):
-        if not size or not size.endswith(PRETRAINED_HERE):
-            continue
-        scratch = students.get((size.removesuffix(PRETRAINED_HERE), method, lora))
-        if scratch is None:
-            continue
-        margin = pre["accuracy"] - scratch["accuracy"]
-        verdict = "beats" if margin > 0 else "does not beat"
-        sentences.append(
-            f"Pre-trained here, then {method}: {pre['model']} at {_pct(pre)} {verdict} {scratch['model']} (the same "
-            f"size from scratch on the task alone) at {_pct(scratch)}: {100 * margin:+.1f} points, "
-            f"{_against_noise(margin, pre, scratch)}."
-        )
+    for _, key, twin, method in sorted(pairs):
+        parts = []
+        pre, scratch = measured.get(key), measured.get(twin)
+        if pre and scratch:
+            margin = pre["accuracy"] - scratch["accuracy"]
+            verdict = "beats" if margin > 0 else "ties with" if margin == 0 else "does not beat"
+            parts.append(
+                f"{pre['model']} at {_pct(pre)}{_parsed(pre)} {verdict} {scratch['model']} (the same size from scratch "
+                f"on the task alone) at {_pct(scratch)}{_parsed(scratch)}: {100 * margin:+.1f} points, "
+                f"{_against_noise(margin, pre, scratch)}"
+            )
+        pre_nll, scratch_nll = graded.get(key), graded.get(twin)
+        if pre_nll and scratch_nll:
+            gain = scratch_nll["answer_nll"] - pre_nll["answer_nll"]  # > 0: the pre-trained one is better
+            lower = "the pre-trained" if gain > 0 else "the from-scratch" if gain < 0 else "neither"
+            who = "" if parts else f"{pre_nll['model']} vs {scratch_nll['model']} (the same size from scratch): "
+            parts.append(
+                f"{who}log-likelihood of the gold answer (nll variant, -log p in nats per answer, lower is better) "
+                f"{_nll(pre_nll, '')} vs {_nll(scratch_nll)}: {lower} student's is lower by {abs(gain):.2f} nats, "
+                f"{_against_noise(gain, pre_nll, scratch_nll, 'answer_nll_stderr')}"
+            )
+        if parts:
+            sentences.append(f"Pre-trained here, then {method}: " + "; ".join(parts) + ".")
     return sentences
 
 
@@ -153,6 +202,37 @@ def teacher_answer(rows: list[dict], task: str, variant: str = "cot") -> str:
     )
 
 
+def graded_answer(rows: list[dict], task: str) -> str:
+    """The ``nll`` variant's answer: the smallest student whose gold-answer NLL is below the best teacher's."""
+    rows = _graded(rows)
+    teachers = [r for r in rows if r["role"] == "teacher"]
+    students = [r for r in rows if r["role"] in ("student", "ensemble")]
+    what = f"{task} (log-likelihood of the gold answer, nats per answer, lower is better)"
+    if not teachers:
+        return f"{what}: no teacher was scored successfully, so there is nothing to beat yet."
+    best = min(teachers, key=lambda r: r["answer_nll"])
+    if not students:
+        return f"{what}: no student was scored yet; the best teacher is {best['model']} at {_nll(best)}."
+    winners = sorted(
+        (r for r in students if r["answer_nll"] < best["answer_nll"]),
+        key=lambda r: (r.get("params_total") or math.inf, r["answer_nll"]),
+    )
+    if not winners:
+        top = min(students, key=lambda r: r["answer_nll"])
+        return (
+            f"{what}: no student gives the gold answer a lower NLL than the best teacher yet. Best teacher: "
+            f"{best['model']} ({_params(best)}) at {_nll(best)}; best student: {top['model']} ({_params(top)}) at "
+            f"{_nll(top)}, {top['answer_nll'] - best['answer_nll']:.2f} nats higher."
+        )
+    win = winners[0]
+    gain = best["answer_nll"] - win["answer_nll"]
+    return (
+        f"{what}: the smallest student below the best teacher is {win['model']} ({_params(win)}) at {_nll(win)} vs "
+        f"{best['model']} ({_params(best)}) at {_nll(best)}: {gain:.2f} nats lower, "
+        f"{_against_noise(gain, win, best, 'answer_nll_stderr')}."
+    )
+
+
 def scaling_down_figure(rows: list[dict], task: str, variant: str = "cot") -> Figure:
     """Accuracy vs parameters (log x): one series per method, teachers as horizontal lines.
 
@@ -162,7 +242,9 @@ def scaling_down_figure(rows: list[dict], task: str, variant: str = "cot") -> Fi
     from matplotlib import rcParams
     from matplotlib.figure import Figure
 
-    rows = _ok(rows, variant)
+    graded = variant == GRADED
+    rows = _graded(rows) if graded else _ok(rows, variant)
+    value, spread, scale = ("answer_nll", "answer_nll_stderr", 1) if graded else ("accuracy", "stderr", 100)
     fig = Figure(figsize=(7, 4.5), dpi=120)
     ax = fig.subplots()
     students = [r for r in rows if r["role"] != "teacher" and r.get("params_total")]
@@ -174,25 +256,28 @@ def scaling_down_figure(rows: list[dict], task: str, variant: str = "cot") -> Fi
         members.sort(key=lambda r: r["params_total"])
         ax.errorbar(
             [r["params_total"] for r in members],
-            [100 * r["accuracy"] for r in members],
-            yerr=[100 * (r.get("stderr") or 0) for r in members],
+            [scale * r[value] for r in members],
+            yerr=[scale * (r.get(spread) or 0) for r in members],
             marker="o",
             capsize=3,
             label=f"students: {label}",
         )
     colours = rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, row in enumerate(sorted((r for r in rows if r["role"] == "teacher"), key=lambda r: -r["accuracy"])):
+    teachers = sorted((r for r in rows if r["role"] == "teacher"), key=lambda r: r[value], reverse=not graded)
+    for i, row in enumerate(teachers):  # best first
         colour = colours[(i + len(series)) % len(colours)]
-        ax.axhline(
-            100 * row["accuracy"], linestyle="--", color=colour, label=f"teacher: {row['model']} ({_params(row)})"
-        )
-        if row.get("stderr"):
-            low, high = 100 * (row["accuracy"] - row["stderr"]), 100 * (row["accuracy"] + row["stderr"])
+        ax.axhline(scale * row[value], linestyle="--", color=colour, label=f"teacher: {row['model']} ({_params(row)})")
+        if row.get(spread):
+            low, high = scale * (row[value] - row[spread]), scale * (row[value] + row[spread])
             ax.axhspan(low, high, color=colour, alpha=0.1)
     ax.set_xscale("log")
     ax.set_xlabel("student parameters (total, log scale)")
-    ax.set_ylabel(f"accuracy on the {task} test split (%)")
-    ax.set_title(f"Scaling down: {task} ({'chain of thought' if variant == 'cot' else 'log-likelihood'})")
+    if graded:
+        ax.set_ylabel(f"NLL of the gold answer, {task} test split (nats, lower is better)")
+    else:
+        ax.set_ylabel(f"accuracy on the {task} test split (%)")
+    kind = {"cot": "chain of thought", GRADED: "log-likelihood of the gold answer"}.get(variant, "log-likelihood")
+    ax.set_title(f"Scaling down: {task} ({kind})")
     ax.set_ylim(bottom=0)
     ax.grid(True, which="both", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:

@@ -2,6 +2,7 @@
 
     python -m eval.run --task synthetic_gsm
     python -m eval.run --task arc_easy --variants cot,mc --models 'arc_easy-sft-*' --limit 50
+    python -m eval.run --task synthetic_gsm --variants cot,nll     # + log-likelihood of the gold answer
 
 For each model and variant, ``eval.measure`` runs lm-eval in a process of its own (accuracy ± stderr, peak
 memory, latency and tokens/s at the eval batch size and at batch 1). Results are cached under the scalingdown
@@ -34,7 +35,7 @@ from scalingdown.cache import cache_dir
 from scalingdown.hub import HubTarget, dataset_repo_name, folder_revision, leaderboard_repo_name
 
 logger = logging.getLogger("eval.run")
-VARIANTS = {"cot": "scalingdown_{task}", "mc": "scalingdown_{task}_mc"}
+VARIANTS = {"cot": "scalingdown_{task}", "mc": "scalingdown_{task}_mc", "nll": "scalingdown_{task}_nll"}
 
 
 @dataclass
@@ -49,7 +50,13 @@ class EvalArguments:
         default=None,
         metadata={"help": "Teacher specs to score (default: the packaged teachers named in the dataset repo)."},
     )
-    variants: str = field(default="cot", metadata={"help": "cot (generate + parse) and/or mc (log-likelihood)."})
+    variants: str = field(
+        default="cot",
+        metadata={
+            "help": "cot (generate + parse), mc (log-likelihood of each choice) and/or nll (log-likelihood of the "
+            "gold answer sentence: a graded score, lower is better)."
+        },
+    )
     dataset_name: str | None = field(
         default=None, metadata={"help": "Dataset repo or local folder with a test split (default: the Hub target's)."}
     )
@@ -66,7 +73,7 @@ class EvalArguments:
             raise ValueError(f"unknown task {self.task!r}; use one of {sorted(TASKS)}")
         unknown = set(self.variant_list) - set(VARIANTS)
         if unknown:
-            raise ValueError(f"unknown variants {sorted(unknown)}; use cot and/or mc")
+            raise ValueError(f"unknown variants {sorted(unknown)}; use cot, mc and/or nll")
         if "mc" in self.variant_list and not (TASKS_DIR / f"scalingdown_{self.task}_mc.yaml").is_file():
             raise ValueError(f"{self.task} has no multiple-choice variant; use --variants cot")
 
@@ -127,6 +134,8 @@ def result_row(model: EvalModel, result: MeasureResult, context: dict) -> dict:
         "metric": result.metric,
         "accuracy": result.accuracy,
         "stderr": result.stderr,
+        "answer_nll": result.answer_nll,
+        "answer_nll_stderr": result.answer_nll_stderr,
         "parsed_rate": result.parsed_rate,
         "n": result.n,
         "status": result.status,
@@ -239,8 +248,10 @@ def main(args: EvalArguments) -> dict:
             row = result_row(model, result, {**context, "variant": variant, "lm_eval_task": lm_eval_task})
             new_rows.append(row)
             new_samples += [{"model": model.name, "variant": variant, **s} for s in result.samples]
-            accuracy = "–" if result.accuracy is None else f"{100 * result.accuracy:.1f}%"
-            print(f"  {model.name} [{variant}]: {result.status} {accuracy} {result.error or ''}".rstrip(), flush=True)
+            score = "–" if result.accuracy is None else f"{100 * result.accuracy:.1f}%"
+            if result.answer_nll is not None:
+                score = f"answer NLL {result.answer_nll:.3f} nats"
+            print(f"  {model.name} [{variant}]: {result.status} {score} {result.error or ''}".rstrip(), flush=True)
 
     old_rows, old_samples = load_board(target, args.task)
     rows = merge(old_rows, new_rows)

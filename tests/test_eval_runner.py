@@ -6,7 +6,7 @@ import json
 import shutil
 
 import pytest
-from conftest import push_student, tiny_build_args
+from conftest import push_student, tiny_build_args, train_configs
 from datasets import load_dataset
 from huggingface_hub import ModelCard
 
@@ -18,6 +18,8 @@ from eval.report import plot_scaling_down, scaling_down_answer
 from eval.run import EvalArguments
 from eval.run import main as run_eval
 from scalingdown.hub import HubTarget
+from trainers.sft import build_run
+from trainers.sft import main as train
 
 
 def row(model, role, accuracy, stderr=0.02, params=1_000_000, method="sft", variant="cot", status="ok"):
@@ -71,6 +73,9 @@ def test_plot_is_a_png(tmp_path):
     ]
     rows.append(row("l1", "student", 0.05, method="label"))
     path = plot_scaling_down(rows, "synthetic_gsm", tmp_path / "plot.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+    graded = [{**r, "variant": "nll", "accuracy": None, "answer_nll": 30 - 100 * r["accuracy"]} for r in rows]
+    path = plot_scaling_down(graded, "synthetic_gsm", tmp_path / "nll.png", "nll")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
 
 
@@ -184,3 +189,41 @@ def _any_train_parquet(tmp_path, teacher):
     push_data(tiny_build_args(tmp_path / "work2", teacher, limit=2, test_limit=1))
     location = HubTarget.from_env().local_path("dataset", "synthetic_gsm-rationales")
     return next((location / "data").glob("train-*.parquet"))
+
+
+def test_the_nll_variant_scores_the_gold_answer_lower_once_a_student_is_trained_on_it(
+    hub_dir, tmp_path, tiny_teacher_dir, monkeypatch
+):
+    """`make eval VARIANTS=nll`: a label student (trained on 'The answer is X.') gives the gold answer of unseen test
+    questions a lower NLL than its own initial weights do, and the row, board, card and answer say so."""
+    monkeypatch.setenv("SCALINGDOWN_CACHE", str(tmp_path / "cache"))
+    push_data(tiny_build_args(tmp_path / "work", tiny_teacher_dir, limit=12, test_limit=3))
+    configs = train_configs(tmp_path, method="label", max_steps=12)
+    untrained = tmp_path / "untrained-1M"  # the student's initial weights: same size, seed and tokenizer
+    run = build_run(*configs[:3])
+    run.trainer.model.save_pretrained(untrained)
+    run.tokenizer.save_pretrained(untrained)
+    train(*configs)
+
+    args = dict(task="synthetic_gsm", variants="nll", limit=3, batch_size=3, latency_samples=1)
+    result = run_eval(EvalArguments(**args, teachers=str(untrained)))
+    rows = {r["model"]: r for r in result["rows"]}
+    trained, initial = rows["synthetic_gsm-label-1M"], rows["untrained-1M"]
+    for row in (trained, initial):
+        assert (row["status"], row["metric"], row["variant"], row["n"]) == ("ok", "answer_nll", "nll", 3)
+        assert row["accuracy"] is None and row["answer_nll_stderr"] is not None and row["latency_s"] > 0
+    assert initial["answer_nll"] > 3 * 10  # several nats per token of 'The answer is N.' at random weights
+    assert trained["answer_nll"] < initial["answer_nll"] / 2
+
+    board = load_dataset(result["board"], split="train")
+    assert sorted(board["answer_nll"]) == sorted([trained["answer_nll"], initial["answer_nll"]])
+    samples = load_dataset(result["board"], "samples", split="train")
+    assert all(r.startswith("-log p(gold answer) = ") for r in samples["response"])
+    assert result["answers"]["nll"].startswith(
+        "synthetic_gsm (log-likelihood of the gold answer, nats per answer, lower is better): the smallest student "
+        "below the best teacher is synthetic_gsm-label-1M"
+    )
+    card = ModelCard.load(hub_dir / "models" / "testorg" / "synthetic_gsm-label-1M" / "README.md")
+    (entry,) = card.data.eval_results
+    assert entry.metric_type == "answer_nll" and entry.metric_value == round(trained["answer_nll"], 4)
+    assert f"NLL {trained['answer_nll']:.2f}" in card.text

@@ -1,5 +1,6 @@
 """The lm-eval tasks in eval/tasks: found by lm-eval, prompted word for word as students were trained, scored with
-the builders' answer extraction, and run end to end by the stock `lm_eval` CLI and `simple_evaluate` on a tiny model."""
+the builders' answer extraction (or by the gold answer's log-likelihood), and run end to end by the stock `lm_eval` CLI
+and `simple_evaluate` on a tiny model."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import datasets
 import pytest
+from conftest import tiny_build_args
 from lm_eval.tasks import TaskManager
 from lm_eval.tasks._yaml_loader import load_yaml
 
@@ -18,13 +20,16 @@ from datasets_builders import push_data
 from datasets_builders.tasks import TASKS, get_task, load_examples
 from eval.tasks.utils import (
     MC_TASK_NAMES,
+    NLL_TASK_NAMES,
     TASK_NAMES,
     TASKS_DIR,
+    doc_to_answer_sentence,
     doc_to_choice,
     doc_to_choice_index,
     doc_to_target,
     doc_to_text,
     one_row_per_example,
+    process_nll_results,
     process_results,
 )
 from scalingdown.answers import format_final_answer
@@ -71,16 +76,19 @@ def write_rationale_repo(folder: Path, task: str, shared_data: Path, n_train: in
     return folder
 
 
-def test_every_task_and_mc_variant_is_found_by_lm_eval(task_manager):
-    assert set(TASK_NAMES) == set(TASKS)
+def test_every_task_and_its_mc_and_nll_variants_are_found_by_lm_eval(task_manager):
+    assert set(TASK_NAMES) == set(NLL_TASK_NAMES) == set(TASKS)
     assert set(MC_TASK_NAMES) == LETTER_AND_YESNO
-    assert set(TASK_NAMES.values()) | set(MC_TASK_NAMES.values()) == set(task_manager.all_subtasks)
+    every = set(TASK_NAMES.values()) | set(MC_TASK_NAMES.values()) | set(NLL_TASK_NAMES.values())
+    assert every == set(task_manager.all_subtasks)
     assert task_manager.task_index["scalingdown"].tags == set(TASK_NAMES.values())
     assert task_manager.task_index["scalingdown_mc"].tags == set(MC_TASK_NAMES.values())
-    for task, name in [*TASK_NAMES.items(), *MC_TASK_NAMES.items()]:
+    assert task_manager.task_index["scalingdown_nll"].tags == set(NLL_TASK_NAMES.values())
+    output_types = {"_mc": "multiple_choice", "_nll": "loglikelihood"}
+    for task, name in [*TASK_NAMES.items(), *MC_TASK_NAMES.items(), *NLL_TASK_NAMES.items()]:
         config = load_yaml(task_manager.task_index[name].yaml_path)  # what the runner reads: self-contained
         assert config["dataset_path"] == f"hub/datasets/scalingdown/{task}-rationales"
-        assert config["output_type"] == ("multiple_choice" if name.endswith("_mc") else "generate_until")
+        assert config["output_type"] == output_types.get(name[name.rindex("_") :], "generate_until")
         assert (config["test_split"], config["fewshot_split"]) == ("test", "train")
         assert callable(config["doc_to_text"]) and callable(config["process_docs"])
 
@@ -93,7 +101,7 @@ def test_prompt_is_the_training_user_turn(task, shared_data):
     for row in push_data.test_rows(examples, get_task(task).answer_kind):
         assert doc_to_text(row) == row["messages"][0]["content"]
         assert doc_to_text(row) == student_prompt(row["question"], row["choices"], get_task(task).answer_kind)
-        assert doc_to_target(row) == format_final_answer(row["answer"])
+        assert doc_to_target(row) == doc_to_answer_sentence(row) == format_final_answer(row["answer"])
         if task in LETTER_AND_YESNO:
             assert doc_to_choice(row)[doc_to_choice_index(row)] in (row["choices"] or [row["answer"]])
 
@@ -136,6 +144,11 @@ def test_process_results_scores_with_the_builders_extraction(task, choices, answ
     assert process_results(doc, [unparsed]) == {"exact_match": 0, "parsed": 0}  # D is not among three choices
 
 
+def test_process_nll_results_is_the_negative_log_likelihood_of_the_gold_sentence():
+    assert process_nll_results({}, [(-12.5, False)]) == {"answer_nll": 12.5, "greedy": 0}
+    assert process_nll_results({}, [(-0.25, True)]) == {"answer_nll": 0.25, "greedy": 1}
+
+
 def test_one_row_per_example_prefers_a_consistent_rationale():
     rows = datasets.Dataset.from_dict(
         {"id": ["a", "a", "b", "c", "c"], "consistent": [False, True, False, True, True], "rationale": list("12345")}
@@ -145,12 +158,13 @@ def test_one_row_per_example_prefers_a_consistent_rationale():
     assert one_row_per_example(unique) is unique  # the test split: one row per example already
 
 
-def test_stock_cli_runs_both_variants_on_an_overridden_dataset(tmp_path, tiny_teacher_dir, shared_data):
+def test_stock_cli_runs_every_variant_on_an_overridden_dataset(tmp_path, tiny_teacher_dir, shared_data):
     """`lm_eval --include_path DIR` with DIR holding YAMLs that include ours and set `dataset_path`."""
     repo = write_rationale_repo(tmp_path / "arc_easy-rationales", "arc_easy", shared_data)
     include = tmp_path / "tasks"
     include.mkdir()
-    for name in (TASK_NAMES["arc_easy"], MC_TASK_NAMES["arc_easy"]):
+    names = (TASK_NAMES["arc_easy"], MC_TASK_NAMES["arc_easy"], NLL_TASK_NAMES["arc_easy"])
+    for name in names:
         (include / f"{name}.yaml").write_text(f"include: {TASKS_DIR / name}.yaml\ndataset_path: {repo}\n")
     lm_eval = Path(sys.executable).with_name("lm_eval")
     command = [
@@ -159,7 +173,7 @@ def test_stock_cli_runs_both_variants_on_an_overridden_dataset(tmp_path, tiny_te
         "--model_args", f"pretrained={tiny_teacher_dir}",
         "--device", "cpu",
         "--include_path", str(include),
-        "--tasks", f"{TASK_NAMES['arc_easy']},{MC_TASK_NAMES['arc_easy']}",
+        "--tasks", ",".join(names),
         "--limit", "3",
         "--gen_kwargs", "max_gen_toks=16",  # a random model never stops on its own; 16 tokens keep the test fast
         "--output_path", str(tmp_path / "results"),
@@ -171,9 +185,11 @@ def test_stock_cli_runs_both_variants_on_an_overridden_dataset(tmp_path, tiny_te
 
     (results_file,) = (tmp_path / "results").glob("*/results_*.json")
     results = json.loads(results_file.read_text())["results"]
-    generation, mc = results[TASK_NAMES["arc_easy"]], results[MC_TASK_NAMES["arc_easy"]]
+    generation, mc, nll = (results[name] for name in names)
     assert 0 <= generation["exact_match,none"] <= generation["parsed,none"] <= 1
     assert 0 <= mc["acc,none"] <= 1 and 0 <= mc["acc_norm,none"] <= 1
+    # a random model: several nats for each of the sentence's tokens, and never its greedy continuation
+    assert nll["answer_nll,none"] > 10 and nll["answer_nll_stderr,none"] >= 0 and nll["greedy,none"] == 0
     assert json.loads(results_file.read_text())["n-samples"][MC_TASK_NAMES["arc_easy"]]["effective"] == 3
 
 
@@ -204,3 +220,44 @@ def test_simple_evaluate_with_chat_template_shows_the_student_prompt(
         assert train[0]["teacher"] == "teacher-b"  # the consistent one of its two rows
         assert prompt.endswith(f"<|im_start|>user\n{doc_to_text(sample['doc'])}<|im_end|>\n<|im_start|>assistant\n")
     assert set(output["results"][name]) >= {"exact_match,none", "parsed,none"}
+
+
+def test_nll_variant_scores_the_gold_sentence_where_the_student_writes_it(tmp_path, tiny_teacher_dir, task_manager):
+    """Under the chat template the scored continuation is the gold sentence right after the student prompt's
+    assistant header, where a label student was trained to write it; without one (the runner's config for base
+    models), on the line after the prompt, as the one-shot example shows it."""
+    from lm_eval import simple_evaluate
+
+    from eval.measure import task_config as runner_task_config
+
+    hub = dict(hub_target="local", hub_dir=str(tmp_path / "hub"), org="testorg")
+    push_data.main(tiny_build_args(tmp_path / "work", tiny_teacher_dir, limit=2, test_limit=2, **hub))
+    repo = tmp_path / "hub" / "datasets" / "testorg" / "synthetic_gsm-rationales"
+    name = NLL_TASK_NAMES["synthetic_gsm"]
+    shot = one_row_per_example(datasets.load_dataset(str(repo), split="train"))[0]
+    for chat in (True, False):
+        output = simple_evaluate(
+            model="hf",
+            model_args={"pretrained": str(tiny_teacher_dir), "device": "cpu"},
+            tasks=[runner_task_config(name, str(repo), chat=chat)],
+            task_manager=task_manager,
+            limit=2,
+            num_fewshot=0 if chat else 1,
+            apply_chat_template=chat,
+            log_samples=True,
+        )
+        for sample in output["samples"][name]:
+            ((context, continuation),) = sample["arguments"]
+            sentence = f"The answer is {sample['doc']['answer']}."
+            if chat:
+                assistant = f"<|im_start|>user\n{doc_to_text(sample['doc'])}<|im_end|>\n<|im_start|>assistant\n"
+                assert context.endswith(assistant) and continuation == sentence
+            else:
+                assert (
+                    context == f"{doc_to_text(shot)}\nThe answer is {shot['answer']}.\n\n\n{doc_to_text(sample['doc'])}"
+                )
+                assert continuation == f"\n{sentence}"
+            (((loglikelihood, _),),) = sample["resps"]
+            assert sample["answer_nll"] == pytest.approx(-loglikelihood) and sample["answer_nll"] > 0
+        nll = [s["answer_nll"] for s in output["samples"][name]]
+        assert output["results"][name]["answer_nll,none"] == pytest.approx(sum(nll) / len(nll))

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import board_row, tiny_build_args
+from conftest import board_row, tiny_build_args, tiny_corpus_args
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import ModelConfig, SFTConfig
 
-from datasets_builders.corpus import CorpusArguments
 from datasets_builders.corpus import main as build_corpus
 from datasets_builders.push_data import main as push_data
 from eval.report import pretraining_comparison, scaling_down_answer
@@ -51,7 +50,7 @@ def pretrained(tmp_path_factory):
         mp.setenv(key, value)
     mp.delenv("HF_TOKEN", raising=False)
     try:
-        build_corpus(CorpusArguments(sources="task", task_limit=300, eval_tasks="synthetic_gsm", eval_data=None))
+        build_corpus(tiny_corpus_args())
         out = root / "out"
         _, first_printed = run_pretrain(out, STEPS_FIRST, push=False)
         checkpoints_after_interrupt = sorted(p.name for p in out.glob("checkpoint-*"))
@@ -208,3 +207,52 @@ def test_the_report_compares_pretrained_then_distilled_with_the_same_size_from_s
     behind = [{**rows[2], "accuracy": 0.19}, rows[1]]
     assert "does not beat" in pretraining_comparison(behind)[0] and "-1.0 points" in pretraining_comparison(behind)[0]
     assert pretraining_comparison(rows[:2] + rows[3:]) == []  # no pre-trained row with a from-scratch twin
+
+
+def test_the_report_compares_a_pretrained_student_with_no_parseable_answer_and_by_the_gold_answer_nll():
+    """The default data's case: the pre-trained 1M writes no parseable answer (a failed row, a measured 0%), the
+    from-scratch 1M writes wrong ones (0%); accuracy ties, and the nll variant's graded score still ranks them."""
+    same = dict(method="sft", params_total=7_275_904)
+    scratch = board_row("synthetic_gsm-sft-1M", "student", 0.0, stderr=0.0, size="1M", **same)
+    pre = board_row("synthetic_gsm-sft-1M-pt", "student", 0.0, stderr=0.0, size="1M-pt", **same)
+    pre.update(status="failed", parsed_rate=0.0, error="no parseable final answer in 50 responses (e.g. '\\n\\n\\n')")
+    (sentence,) = pretraining_comparison([scratch, pre])
+    assert sentence == (
+        "Pre-trained here, then sft: synthetic_gsm-sft-1M-pt at 0.0% ± 0.0 (no parseable answer) ties with "
+        "synthetic_gsm-sft-1M (the same size from scratch on the task alone) at 0.0% ± 0.0: +0.0 points, within one "
+        "combined standard error."
+    )
+    assert "(62% parseable)" in pretraining_comparison([{**scratch, "parsed_rate": 0.62}, pre])[0]
+
+    def graded(row: dict, nll: float, stderr: float) -> dict:
+        return {**row, "variant": "nll", "accuracy": None, "stderr": None, "parsed_rate": None, "status": "ok",
+                "error": None, "metric": "answer_nll", "answer_nll": nll, "answer_nll_stderr": stderr}  # fmt: skip
+
+    teacher = board_row("teacher", "teacher", 0.02, stderr=0.02, params_total=134_515_008)
+    rows = [teacher, scratch, pre, graded(teacher, 9.5, 0.3), graded(scratch, 31.3, 0.6), graded(pre, 24.1, 0.5)]
+    (sentence,) = pretraining_comparison(rows)
+    nll_part = (
+        "log-likelihood of the gold answer (nll variant, -log p in nats per answer, lower is better) 24.10 ± 0.50 vs "
+        "31.30 ± 0.60 nats: the pre-trained student's is lower by 7.20 nats, more than one combined standard error."
+    )
+    assert sentence.startswith("Pre-trained here, then sft: synthetic_gsm-sft-1M-pt at 0.0% ± 0.0 (no parseable")
+    assert sentence.endswith(f"within one combined standard error; {nll_part}")
+    assert scaling_down_answer(rows, "synthetic_gsm").endswith(sentence)
+
+    # The nll variant's own answer: against the teacher by NLL, and the pair by NLL alone.
+    answer = scaling_down_answer(rows, "synthetic_gsm", "nll")
+    assert answer.startswith(
+        "synthetic_gsm (log-likelihood of the gold answer, nats per answer, lower is better): no student gives the "
+        "gold answer a lower NLL than the best teacher yet. Best teacher: teacher (134.5M params) at 9.50 ± 0.30 nats;"
+        " best student: synthetic_gsm-sft-1M-pt (7.3M params) at 24.10 ± 0.50 nats, 14.60 nats higher."
+    )
+    assert answer.endswith(
+        "Pre-trained here, then sft: synthetic_gsm-sft-1M-pt vs synthetic_gsm-sft-1M (the same size from scratch): "
+        + nll_part
+    )
+    # A pre-trained student whose cot scoring crashed (no accuracy at all) is still compared by NLL.
+    crashed = {**pre, "accuracy": None, "error": "scoring process exited 1"}
+    (sentence,) = pretraining_comparison([scratch, crashed, *rows[3:]])
+    assert sentence.startswith("Pre-trained here, then sft: synthetic_gsm-sft-1M-pt vs synthetic_gsm-sft-1M")
+    worse = [graded(scratch, 20.0, 0.5), graded(pre, 24.1, 0.5)]
+    assert "the from-scratch student's is lower by 4.10 nats" in pretraining_comparison([scratch, pre, *worse])[0]

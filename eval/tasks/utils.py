@@ -23,6 +23,8 @@ TASK_NAMES: dict[str, str] = {task: f"scalingdown_{task}" for task in TASKS}
 MC_TASK_NAMES: dict[str, str] = {
     task: f"scalingdown_{task}_mc" for task, spec in TASKS.items() if spec.answer_kind in ("letter", "yesno")
 }
+# ScalingDown task -> lm-eval task: log-likelihood of the gold closing sentence after the student prompt.
+NLL_TASK_NAMES: dict[str, str] = {task: f"scalingdown_{task}_nll" for task in TASKS}
 
 
 def answer_kind(doc: dict) -> str:
@@ -86,3 +88,23 @@ def doc_to_choice(doc: dict) -> list[str]:
 def doc_to_choice_index(doc: dict) -> int:
     """Index of the gold answer in :func:`doc_to_choice`."""
     return (LETTERS if answer_kind(doc) == "letter" else YESNO).index(doc["answer"])
+
+
+# ---- log-likelihood of the gold answer sentence (loglikelihood) ----
+
+
+def doc_to_answer_sentence(doc: dict) -> str:
+    """The gold closing sentence, 'The answer is X.', exactly as students are trained to write it."""
+    return format_final_answer(doc["answer"])
+
+
+def doc_to_answer_line(doc: dict) -> str:
+    """The gold sentence on a line of its own, for models scored without a chat template: lm-eval joins a
+    ``loglikelihood`` target to the prompt with no ``target_delimiter`` (it adds one only to the shots)."""
+    return "\n" + doc_to_answer_sentence(doc)
+
+
+def process_nll_results(doc: dict, results: list[tuple[float, bool]]) -> dict[str, float]:
+    """``answer_nll``: -log p(gold sentence | prompt) in nats; ``greedy``: it is the model's greedy continuation."""
+    loglikelihood, is_greedy = results[0]
+    return {"answer_nll": -float(loglikelihood), "greedy": int(is_greedy)}
