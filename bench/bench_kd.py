@@ -1,6 +1,7 @@
 """Offline vs online logit distillation vs plain SFT (speed, memory), and what stored top-k logits cost on disk.
 
     python bench/bench_kd.py speed --size 8M --steps 6          # sft, kd-offline, kd-online: tokens/s, peak RSS
+    python bench/bench_kd.py speed --runs kd-offline,kd-offline-whole,kd-online,kd-online-whole   # chunked head or not
     python bench/bench_kd.py storage --ks 8,16,32,64            # bytes per token per k, float16 vs float32
 
 Needs the default dataset repo with a logits config (``make push-data LOGITS=16``).
@@ -8,7 +9,9 @@ Needs the default dataset repo with a logits config (``make push-data LOGITS=16`
 speed: each run is a fresh subprocess building the trainer ``trainers/sft.py`` builds (recipe
 ``recipes/train/synthetic_gsm/kd.yaml``, same student size, seed, batch and rows), training ``--steps`` steps.
 ``sft`` trains on the same token sequences without teacher system turns (``--teacher_tags false``), so the three
-runs differ only in where the teacher signal comes from. Tokens/s counts the non-padding tokens of
+runs differ only in where the teacher signal comes from. The kd runs project the labelled positions through the
+LM head in chunks of ``--kd_chunk_tokens`` (default 128, ``trainers/chunked_kd.py``); the ``-whole`` runs put
+every labelled position of a micro-batch in one chunk. Tokens/s counts the non-padding tokens of
 ``trainer.train()`` only; peak RSS is the process's (it includes the online teacher's weights).
 
 storage: the teacher (SmolLM2-135M) scores the repo's train rows once at the largest k (float32); each smaller k
@@ -37,7 +40,13 @@ RUNS = {
     "sft": ["--method", "sft", "--teacher_tags", "false"],
     "kd-offline": ["--method", "kd", "--kd_source", "offline"],
     "kd-online": ["--method", "kd", "--kd_source", "online", "--kd_teacher", "smollm2-135m-instruct"],
-}
+    # the same two with the whole batch's labelled positions in one LM-head chunk (--kd_chunk_tokens 0)
+    "kd-offline-whole": ["--method", "kd", "--kd_source", "offline", "--kd_chunk_tokens", "0"],
+    "kd-online-whole": [
+        "--method", "kd", "--kd_source", "online", "--kd_teacher", "smollm2-135m-instruct", "--kd_chunk_tokens", "0"
+    ],
+}  # fmt: skip
+DEFAULT_RUNS = "sft,kd-offline,kd-online"
 
 
 def current_rss_mb() -> float:
@@ -193,7 +202,7 @@ def main() -> None:
     parser.add_argument("what", choices=["speed", "storage"])
     parser.add_argument("--size", default="8M")
     parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--runs", default=",".join(RUNS))
+    parser.add_argument("--runs", default=DEFAULT_RUNS, help=f"comma-separated, of {', '.join(RUNS)}")
     parser.add_argument("--dataset", default=str(DEFAULT_DATASET))
     parser.add_argument("--ks", default="8,16,32,64")
     parser.add_argument("--worker", choices=list(RUNS), help=argparse.SUPPRESS)

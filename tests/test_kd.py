@@ -75,6 +75,11 @@ def test_offline_full_vocabulary_equals_online_and_top_k_is_close(hub_dir, sharp
 
 def test_kd_training_lowers_the_loss_and_the_card_records_the_logits(hub_dir, tiny_teacher_dir, tmp_path):
     push(tmp_path, tiny_teacher_dir, k=16)
+    # the LM head's chunk size changes the memory, not the loss (gradients: tests/test_chunked_kd.py)
+    whole, whole_metrics = first_batch_loss(tmp_path, kd_chunk_tokens=0)
+    chunked, chunked_metrics = first_batch_loss(tmp_path, kd_chunk_tokens=5)
+    assert chunked == pytest.approx(whole, rel=1e-5) and whole > 1.0
+    assert chunked_metrics == pytest.approx(whole_metrics, rel=1e-5)
     location = train(*configs(tmp_path, alpha=0.5, kd_loss="fkl", temperature=2.0))
     assert location.endswith("synthetic_gsm-kd-1M")
     history = json.loads((tmp_path / "out" / "trainer_state.json").read_text())["log_history"]

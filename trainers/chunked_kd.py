@@ -1,16 +1,19 @@
 """The KD objective through the LM head one chunk of positions at a time, so ``[N, V]`` logits never exist whole.
 
-With a 49k (SmolLM2) or 150k+ (Qwen, Gemma) vocabulary, the student's logits at the labelled positions are most
-of a distillation step's memory: the logits, their log-softmax, and in the backward pass their gradients, each
-``N x V x 4`` bytes (0.2 GB for a batch of 8 rationales of ~130 tokens at V = 49152, per tensor). The teacher's
-top-k are small (``N x k``), so offline KD only needs the student's full distribution one position at a time.
+With a 49k (SmolLM2) or 150k+ (Qwen, Gemma) vocabulary, the student's logits at the labelled positions are a
+large part of a distillation step's memory: the logits, their log-softmax, and in the backward pass their
+gradients, each ``N x V x 4`` bytes (0.2 GB for a batch of 8 rationales of ~130 tokens at V = 49152, per tensor).
+The teacher's top-k are small (``N x k``), so offline KD only needs the student's full distribution one position
+at a time. Measured (bench/bench_kd.py, 8M student): chunks of 128 positions take 0.37 GB off the peak of one
+chunk per micro-batch.
 
 ``ChunkedDistillation`` computes, chunk by chunk of ``chunk_tokens`` positions, the head's logits, the same
 per-token KD and NLL terms as ``trainers.kd_losses`` (one log-softmax for both), their weighted sum, and, in the
 same pass, that sum's gradients with respect to the hidden states and the head weight (the approach of Liger
 Kernel's fused linear losses). Backward only scales the stored gradients, so the FLOPs are those of the
-unchunked head (one matmul forward, two backward) and the peak is a few ``chunk_tokens x V`` tensors. The result
-is exact: a test checks loss and every gradient against the unchunked computation.
+unchunked head (one matmul forward, two backward) and the peak is a few ``chunk_tokens x V`` tensors plus one
+float32 ``[V, H]`` running sum of the head's gradient. The result is exact: a test checks loss and every
+gradient against the unchunked computation.
 
 ``online_top_k`` does the same for an online teacher: its top-k per chunk, never its ``[N, V]`` logits at once
 (except with k = vocabulary, where the loss needs them all).
@@ -25,7 +28,7 @@ import torch.nn.functional as F
 
 from trainers.kd_losses import at_least_fp32, distillation_loss_from_logprobs, teacher_top_k
 
-DEFAULT_CHUNK_TOKENS = 256  # 256 x 49152 x 4 bytes = 50 MB per chunk tensor
+DEFAULT_CHUNK_TOKENS = 128  # 128 x 49152 x 4 bytes = 25 MB per chunk tensor
 
 
 @dataclass(frozen=True)
@@ -62,17 +65,15 @@ class KDTerms:
 
 
 def _chunk_terms(
-    hidden: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
+    logits: torch.Tensor,
     targets: torch.Tensor,
     teacher_ids: torch.Tensor,
     teacher_logprobs: torch.Tensor,
     token_weights: torch.Tensor | None,
     objective: KDObjective,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(weighted objective sum, per-token kd, per-token nll, logprobs)`` of one chunk of positions."""
-    logprobs = at_least_fp32(F.linear(hidden, weight, bias)).log_softmax(-1)
+    """``(weighted objective sum, per-token kd, per-token nll, logprobs)`` of one chunk's float32 logits."""
+    logprobs = logits.log_softmax(-1)
     kd = distillation_loss_from_logprobs(
         logprobs,
         teacher_ids,
@@ -92,39 +93,45 @@ def _chunk_terms(
 class ChunkedDistillation(torch.autograd.Function):
     """Sums of the KD objective over N labelled positions from hidden states ``[N, H]`` and the head ``[V, H]``.
 
-    Forward computes the gradients of the objective sum too (chunk by chunk); backward scales them.
+    Forward also computes the objective sum's gradients, chunk by chunk: autograd gives the gradient of the
+    chunk's logits, and two matmuls turn it into the hidden states' rows and a running sum of the head's
+    gradient (``addmm_`` in place, no per-chunk ``[V, H]`` copy). Backward only scales them.
     """
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, teacher_ids, teacher_logprobs, token_weights, objective, chunk):
         need_hidden, need_weight, need_bias = ctx.needs_input_grad[:3]
+        need_grad = need_hidden or need_weight or need_bias
         acc = torch.promote_types(weight.dtype, torch.float32)  # sums and the head's gradient: float32 or better
         grad_hidden = torch.empty_like(hidden) if need_hidden else None  # each row written once
         grad_weight = torch.zeros_like(weight, dtype=acc) if need_weight else None  # summed over chunks
         grad_bias = torch.zeros_like(bias, dtype=acc) if need_bias else None
-        weight = weight.detach().requires_grad_(need_weight)
-        bias = None if bias is None else bias.detach().requires_grad_(need_bias)
         sums = torch.zeros(5, dtype=acc, device=hidden.device)  # objective, kd, nll, correct, entropy
         for start in range(0, hidden.shape[0], chunk):
             part = slice(start, start + chunk)
-            h = hidden[part].detach().requires_grad_(need_hidden)
+            h = hidden[part]
+            logits = at_least_fp32(F.linear(h, weight, bias)).requires_grad_(need_grad)
             weights = None if token_weights is None else token_weights[part]
-            with torch.set_grad_enabled(need_hidden or need_weight or need_bias):
+            with torch.set_grad_enabled(need_grad):
                 total, kd, nll, logprobs = _chunk_terms(
-                    h, weight, bias, targets[part], teacher_ids[part], teacher_logprobs[part], weights, objective
+                    logits, targets[part], teacher_ids[part], teacher_logprobs[part], weights, objective
                 )
-            leaves = [leaf for leaf, need in ((h, need_hidden), (weight, need_weight), (bias, need_bias)) if need]
-            grads = iter(torch.autograd.grad(total, leaves) if leaves else ())
-            if need_hidden:
-                grad_hidden[part] = next(grads)
-            if need_weight:
-                grad_weight += next(grads)
-            if need_bias:
-                grad_bias += next(grads)
+            if need_grad:
+                (grad_logits,) = torch.autograd.grad(total, logits)
+                if need_hidden:
+                    grad_hidden[part] = grad_logits.to(weight.dtype) @ weight
+                if need_weight:
+                    if acc == weight.dtype:
+                        grad_weight.addmm_(grad_logits.T, h.to(acc))
+                    else:  # half-precision head: the matmul in its dtype, the running sum in float32
+                        grad_weight += grad_logits.to(weight.dtype).T @ h
+                if need_bias:
+                    grad_bias += grad_logits.sum(0)
+                del grad_logits
             with torch.no_grad():
                 correct = (logprobs.argmax(-1) == targets[part]).sum()
                 entropy = -(logprobs.exp() * logprobs).sum()
-                sums += torch.stack([total.detach(), kd.sum(), nll.sum(), correct, entropy]).to(acc)
+                sums += torch.stack([total.detach(), kd.sum().detach(), nll.sum().detach(), correct, entropy]).to(acc)
         ctx.grads = [
             None if grad is None else (grad, like.dtype)
             for grad, like in ((grad_hidden, hidden), (grad_weight, weight), (grad_bias, bias))
@@ -135,7 +142,7 @@ class ChunkedDistillation(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_objective, _grad_metrics):
-        scaled = [None if g is None else (g[0] * grad_objective).to(g[1]) for g in ctx.grads]
+        scaled = [None if g is None else g[0].mul_(grad_objective).to(g[1]) for g in ctx.grads]  # in place: used once
         ctx.grads = None
         return (*scaled, None, None, None, None, None, None)
 
