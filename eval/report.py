@@ -251,6 +251,8 @@ def scaling_down_figure(rows: list[dict], task: str, variant: str = "cot") -> Fi
     series: dict[str, list[dict]] = {}
     for row in students:
         label = f"{row.get('method') or 'student'}{' (LoRA)' if row.get('lora') else ''}"
+        if (row.get("size") or "").endswith(PRETRAINED_HERE):  # its own series: not a point on the scratch curve
+            label += ", pre-trained here"
         series.setdefault(label, []).append(row)
     for label, members in sorted(series.items()):
         members.sort(key=lambda r: r["params_total"])
@@ -273,7 +275,7 @@ def scaling_down_figure(rows: list[dict], task: str, variant: str = "cot") -> Fi
     ax.set_xscale("log")
     ax.set_xlabel("student parameters (total, log scale)")
     if graded:
-        ax.set_ylabel(f"NLL of the gold answer, {task} test split (nats, lower is better)")
+        ax.set_ylabel("gold-answer NLL (nats, lower is better)")
     else:
         ax.set_ylabel(f"accuracy on the {task} test split (%)")
     kind = {"cot": "chain of thought", GRADED: "log-likelihood of the gold answer"}.get(variant, "log-likelihood")
