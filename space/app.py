@@ -36,7 +36,7 @@ QUEUE_SIZE = int(os.environ.get("SPACE_QUEUE_SIZE", 16))  # visitors waiting bey
 CONCURRENT_COMPARISONS = int(os.environ.get("SPACE_CONCURRENCY", 1))  # comparisons generating at once
 CONCURRENT_VIEWS = 4  # leaderboard and plot updates: cheap, and never wait behind a generation
 ROLES = ["teacher", "student", "ensemble"]
-VARIANTS = ["cot", "mc"]
+VARIANTS = ["cot", "mc", "nll"]  # eval.run.VARIANTS (the Space does not vendor eval.run)
 BASE_MODEL_NOTE = (
     "Greedy decoding, zero-shot. Students and chat teachers get the student prompt through their chat template; "
     "teachers without one (base models such as gemma3-270m) get the same prompt as plain text, zero-shot, while "
@@ -233,7 +233,11 @@ def build_app(target: HubTarget | None = None, models: ModelCache | None = None)
             )
 
         with gr.Tab("Scaling down"):
-            variant = gr.Radio(VARIANTS, value="cot", label="variant (cot: chain of thought, mc: log-likelihood)")
+            variant = gr.Radio(
+                VARIANTS,
+                value="cot",
+                label="variant (cot: chain of thought; mc: log-likelihood of the choices; nll: of the gold answer)",
+            )
             answer = gr.Markdown(elem_id="scaling-answer")
             plot = gr.Plot(format="png", elem_id="scaling-plot", label="accuracy vs parameters")
 

@@ -87,6 +87,12 @@ def test_scaling_down_plot_is_log_x_with_teachers_as_lines_and_the_reports_answe
     assert sentence in card  # the same sentence `make eval` wrote into the leaderboard card
 
 
+def test_the_space_offers_every_variant_make_eval_scores():
+    from eval.run import VARIANTS
+
+    assert app.VARIANTS == list(VARIANTS)
+
+
 def test_an_example_from_the_test_split_fills_the_question(space, space_hub):
     examples = space.examples(SPACE_TASK)
     assert len(examples) == 3 and examples[0][0].startswith(examples[0][1] + ": ")
