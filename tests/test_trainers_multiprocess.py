@@ -1,5 +1,5 @@
-"""`accelerate launch` of the training and pre-training stages on two CPU processes: both ranks train, rank 0 alone
-measures, prices and pushes."""
+"""`accelerate launch` of the training (sft, kd) and pre-training stages on two CPU processes: both ranks train,
+rank 0 alone measures, prices and pushes."""
 
 from __future__ import annotations
 
@@ -147,3 +147,36 @@ def test_two_process_pretraining_counts_tokens_once_prices_both_devices_and_push
 
     model = AutoModelForCausalLM.from_pretrained(models / "pretrain-1M")
     assert model.config.num_hidden_layers == 5
+
+
+@pytest.fixture
+def logits_hub(hub_dir, tiny_teacher_dir, tmp_path) -> Path:
+    """The 12-row rationale repo with the tiny teacher's top-16 logits (``make push-data LOGITS=16``)."""
+    args = tiny_build_args(tmp_path / "work", tiny_teacher_dir, test_limit=2, batch_size=12, shard_size=12, logits=16)
+    push_data(args)
+    return hub_dir
+
+
+def test_two_process_kd_runs_the_chunked_head_under_ddp_and_pushes_once(logits_hub, tmp_path):
+    out = tmp_path / "out"
+    log = accelerate_launch(
+        "trainers.sft",
+        "--config", "recipes/train/synthetic_gsm/kd.yaml",
+        "--size", "1M",
+        "--max_steps", "3",
+        "--per_device_train_batch_size", "2",
+        "--kd_chunk_tokens", "16",  # several LM-head chunks per micro-batch
+        "--logging_steps", "1",
+        "--save_strategy", "no",
+        "--output_dir", str(out),
+    )  # fmt: skip
+
+    assert log.count("training rows from") == 2, log[-4000:]
+    assert re.search(r"Total train batch size \(w\. parallel, distributed & accumulation\) = 4\b", log), log[-4000:]
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    steps = [h for h in history if "loss" in h]
+    assert len(steps) == 3 and all(h["kd_loss"] > 0 and h["nll"] > 0 and h["grad_norm"] > 0 for h in steps), steps
+    assert log.count("pushed ") == 1, log[-4000:]
+    repo = logits_hub / "models" / "testorg" / "synthetic_gsm-kd-1M"
+    assert commit_messages(repo) == ["Train synthetic_gsm-kd-1M (kd, 1M)"]
+    assert "kd-offline" in (repo / "README.md").read_text()
