@@ -50,7 +50,7 @@ def test_chunked_objective_and_gradients_equal_the_unchunked_ones(loss, bias):
     weights = torch.rand(N, dtype=torch.float64)
     expected = reference(head, hidden, targets, ids, teacher, objective, weights)
     expected_grads = gradients(expected[0], head, hidden)
-    for chunk in (1, 7, N, 1000):
+    for chunk in (1, 7, N, 1000, 0):  # 0: one chunk
         terms = chunked_kd_terms(hidden, head, targets, ids, teacher, objective, weights, chunk_tokens=chunk)
         got = (terms.objective, terms.kd, terms.nll, terms.correct, terms.entropy)
         for name, a, b in zip(("objective", "kd", "nll", "correct", "entropy"), got, expected, strict=True):

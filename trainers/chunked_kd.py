@@ -147,6 +147,13 @@ class ChunkedDistillation(torch.autograd.Function):
         return (*scaled, None, None, None, None, None, None)
 
 
+def _chunk_size(chunk_tokens: int, positions: int) -> int:
+    """Positions per chunk; 0 puts all of them in one."""
+    if chunk_tokens < 0:
+        raise ValueError(f"chunk_tokens must be 0 (one chunk) or positive, got {chunk_tokens}")
+    return chunk_tokens or max(1, positions)
+
+
 def chunked_kd_terms(
     hidden: torch.Tensor,
     head: torch.nn.Module,
@@ -157,9 +164,9 @@ def chunked_kd_terms(
     token_weights: torch.Tensor | None = None,
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
 ) -> KDTerms:
-    """The KD objective's sums over the N labelled positions (``hidden [N, H]``), through the linear ``head``."""
-    if chunk_tokens <= 0:
-        raise ValueError(f"chunk_tokens must be positive, got {chunk_tokens}")
+    """The KD objective's sums over the N labelled positions (``hidden [N, H]``), through the linear ``head``,
+    ``chunk_tokens`` positions at a time (0: all at once)."""
+    chunk_tokens = _chunk_size(chunk_tokens, hidden.shape[0])
     bias = getattr(head, "bias", None)
     if token_weights is not None:
         token_weights = at_least_fp32(token_weights.detach())
@@ -179,7 +186,7 @@ def online_top_k(
     ``k <= 0`` or ``k >= V`` keeps the whole vocabulary, as ``teacher_top_k`` does (the ids are then never stored).
     """
     vocab = head.weight.shape[0]
-    chunks = hidden.split(chunk_tokens)
+    chunks = hidden.split(_chunk_size(chunk_tokens, hidden.shape[0]))
     if k <= 0 or k >= vocab:
         logprobs = torch.cat([at_least_fp32(head(h)).log_softmax(-1) for h in chunks])
         return torch.arange(vocab, device=logprobs.device).expand_as(logprobs), logprobs

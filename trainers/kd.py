@@ -193,7 +193,7 @@ class DistillationCollator:
 class KDTrainer(StudentSFTTrainer):
     """``SFTTrainer`` whose loss is ``alpha * KD + (1 - alpha) * NLL`` over the assistant tokens.
 
-    The loss runs inside the model's own forward (``distillation=``), so DDP/FSDP/PEFT wrappers are honoured,
+    The loss runs inside the model's own forward (``distillation=``), so DDP and PEFT wrappers are honoured,
     and projects only the labelled positions through the LM head, a chunk at a time (``trainers.chunked_kd``).
     Normalisation follows TRL: sums over tokens divided by the number of labelled tokens in the whole
     (accumulated, all-rank) batch.
@@ -218,7 +218,7 @@ class KDTrainer(StudentSFTTrainer):
         kwargs = {"input_ids": inputs["input_ids"], "attention_mask": inputs.get("attention_mask")}
         hidden, _, _ = labelled_hidden_states(self.teacher_model, kwargs, inputs["labels"])
         head = self.teacher_model.get_output_embeddings()
-        return online_top_k(hidden, head, self.kd_args.kd_top_k, self.kd_args.kd_chunk_tokens or max(1, len(hidden)))
+        return online_top_k(hidden, head, self.kd_args.kd_top_k, self.kd_args.kd_chunk_tokens)
 
     def token_weights(
         self, inputs: dict, teacher_ids: torch.Tensor, teacher_logprobs: torch.Tensor

@@ -107,7 +107,7 @@ def labelled_hidden_states(
 
 
 def labelled_logits_forward(model, backbone_kwargs: dict, labels: torch.Tensor) -> LabelledLogits:
-    """Backbone over every position, LM head over the labelled ones only: what distillation losses need."""
+    """Backbone over every position, LM head over the labelled ones only (the ensemble's boosting weights)."""
     hidden, targets, mask = labelled_hidden_states(model, backbone_kwargs, labels)
     return LabelledLogits(logits=model.get_output_embeddings()(hidden), targets=targets, label_mask=mask)
 
@@ -125,15 +125,14 @@ def distillation_forward(
         targets.teacher_logprobs,
         targets.objective,
         targets.token_weights,
-        targets.chunk_tokens or max(1, hidden.shape[0]),
+        targets.chunk_tokens,
     )
     return DistilledOutput(**vars(terms), label_mask=mask)
 
 
 def add_compact_lm_head(model) -> None:
     """Route the model's ``fused_lm_head=True`` calls (already patched by TRL) to ``compact_lm_head_forward``,
-    its ``labelled_logits=True`` calls (on every device) to ``labelled_logits_forward``, and its
-    ``distillation=DistillationTargets(...)`` calls to ``distillation_forward``.
+    and its ``distillation=DistillationTargets(...)`` calls (on every device) to ``distillation_forward``.
 
     Both go through the model's own ``forward``, so DDP, FSDP and PEFT wrappers see an ordinary call.
     """
@@ -143,7 +142,6 @@ def add_compact_lm_head(model) -> None:
         self,
         *args,
         fused_lm_head=False,
-        labelled_logits=False,
         distillation=None,
         labels=None,
         shift_labels=None,
@@ -152,8 +150,6 @@ def add_compact_lm_head(model) -> None:
     ):
         if distillation is not None:
             return distillation_forward(self, kwargs, labels, distillation)
-        if labelled_logits:
-            return labelled_logits_forward(self, kwargs, labels)
         if not fused_lm_head or args or kwargs.get("output_router_logits") or self.device.type in KERNEL_DEVICES:
             return fused_forward(
                 *args,
