@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from transformers.utils import ModelOutput
 
 from trainers.kd_losses import at_least_fp32, distillation_loss_from_logprobs, teacher_top_k
 
@@ -54,14 +55,19 @@ class DistillationTargets:
 
 
 @dataclass
-class KDTerms:
-    """Sums over the labelled tokens: the weighted objective (differentiable) and the per-term metrics (not)."""
+class KDTerms(ModelOutput):
+    """Sums over the labelled tokens: the weighted objective (differentiable) and the per-term metrics (not).
 
-    objective: torch.Tensor
-    kd: torch.Tensor
-    nll: torch.Tensor
-    correct: torch.Tensor
-    entropy: torch.Tensor
+    A ``ModelOutput``, because the student's forward returns it (``distillation=``), with the labelled ``[B, L-1]``
+    positions in ``label_mask``.
+    """
+
+    objective: torch.Tensor | None = None
+    kd: torch.Tensor | None = None
+    nll: torch.Tensor | None = None
+    correct: torch.Tensor | None = None
+    entropy: torch.Tensor | None = None
+    label_mask: torch.Tensor | None = None
 
 
 def _chunk_terms(

@@ -25,7 +25,7 @@ from transformers.utils import ModelOutput
 from trl import SFTTrainer
 from trl.trainer.utils import FusedCausalLMOutput
 
-from trainers.chunked_kd import DistillationTargets, chunked_kd_terms
+from trainers.chunked_kd import DistillationTargets, KDTerms, chunked_kd_terms
 
 KERNEL_DEVICES = ("cuda", "xpu")  # where TRL's Triton kernel already scores only the labelled positions
 
@@ -84,18 +84,6 @@ class LabelledLogits(ModelOutput):
     label_mask: torch.Tensor | None = None
 
 
-@dataclass
-class DistilledOutput(ModelOutput):
-    """Sums of the KD objective and its terms over the labelled positions (``trainers.chunked_kd.KDTerms``)."""
-
-    objective: torch.Tensor | None = None
-    kd: torch.Tensor | None = None
-    nll: torch.Tensor | None = None
-    correct: torch.Tensor | None = None
-    entropy: torch.Tensor | None = None
-    label_mask: torch.Tensor | None = None
-
-
 def labelled_hidden_states(
     model, backbone_kwargs: dict, labels: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -112,9 +100,7 @@ def labelled_logits_forward(model, backbone_kwargs: dict, labels: torch.Tensor) 
     return LabelledLogits(logits=model.get_output_embeddings()(hidden), targets=targets, label_mask=mask)
 
 
-def distillation_forward(
-    model, backbone_kwargs: dict, labels: torch.Tensor, targets: DistillationTargets
-) -> DistilledOutput:
+def distillation_forward(model, backbone_kwargs: dict, labels: torch.Tensor, targets: DistillationTargets) -> KDTerms:
     """Backbone over every position, then the KD objective through the LM head in chunks of labelled positions."""
     hidden, label_targets, mask = labelled_hidden_states(model, backbone_kwargs, labels)
     terms = chunked_kd_terms(
@@ -127,7 +113,8 @@ def distillation_forward(
         targets.token_weights,
         targets.chunk_tokens,
     )
-    return DistilledOutput(**vars(terms), label_mask=mask)
+    terms["label_mask"] = mask  # ModelOutput: a key and an attribute
+    return terms
 
 
 def add_compact_lm_head(model) -> None:
