@@ -35,8 +35,13 @@ def dataset_hub(hub_dir, tiny_teacher_dir, tmp_path) -> Path:
     return hub_dir
 
 
-def accelerate_launch(module: str, *args: str) -> str:
-    """``accelerate launch`` of ``-m module`` on two CPU processes over gloo on loopback; the combined log."""
+GLOBAL_BATCH = re.compile(r"Total train batch size \(w\. parallel, distributed & accumulation\) = (\d+)\b")
+
+
+def accelerate_launch(module: str, out: Path, *args: str) -> str:
+    """``accelerate launch`` of ``-m module`` on two CPU processes over gloo on loopback, logging every step and
+    saving no checkpoint into ``out``; the combined log, after checking that the trainer's global batch is 2 ranks x
+    2 rows (every caller passes ``--per_device_train_batch_size 2``)."""
     accelerate = Path(sys.executable).with_name("accelerate")
     command = [
         str(accelerate), "launch",
@@ -44,6 +49,9 @@ def accelerate_launch(module: str, *args: str) -> str:
         "--main_process_ip", "127.0.0.1",
         "--main_process_port", str(free_loopback_port()),
         "-m", module, *args,
+        "--logging_steps", "1",
+        "--save_strategy", "no",
+        "--output_dir", str(out),
         "--use_cpu", "true",
         "--log_level", "info",  # rank 0 logs the trainer's batch arithmetic
         "--disable_tqdm", "true",
@@ -57,6 +65,7 @@ def accelerate_launch(module: str, *args: str) -> str:
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
+    assert [int(n) for n in GLOBAL_BATCH.findall(log)] == [4], log[-4000:]  # logged by rank 0 only
     return log
 
 
@@ -69,19 +78,16 @@ def test_two_process_launch_trains_on_both_ranks_and_pushes_once(dataset_hub, tm
     out = tmp_path / "out"
     log = accelerate_launch(
         "trainers.sft",
+        out,
         "--config", "recipes/train/synthetic_gsm/sft.yaml",
         "--size", "1M",
         "--max_steps", "3",
         "--per_device_train_batch_size", "2",
         "--max_length", "128",
-        "--logging_steps", "1",
-        "--save_strategy", "no",
-        "--output_dir", str(out),
     )  # fmt: skip
 
     # Two processes ran the stage, and the trainer saw a global batch of 2 ranks x 2 rows.
     assert log.count("training rows from") == 2, log[-4000:]
-    assert re.search(r"Total train batch size \(w\. parallel, distributed & accumulation\) = 4\b", log), log[-4000:]
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 3
     assert state["epoch"] == pytest.approx(3 / 3)  # 12 rows / (2 x 2) = 3 steps per epoch
@@ -112,20 +118,17 @@ def test_two_process_pretraining_counts_tokens_once_prices_both_devices_and_push
     out = tmp_path / "out"
     log = accelerate_launch(
         "trainers.pretrain",
+        out,
         "--config", "recipes/pretrain/scratch.yaml",
         "--size", "1M",
         "--max_steps", str(PRETRAIN_STEPS),
         "--per_device_train_batch_size", str(PRETRAIN_ROWS),
         "--max_length", str(PRETRAIN_BLOCK),
         "--warmup_steps", "0",
-        "--logging_steps", "1",
-        "--save_strategy", "no",
-        "--output_dir", str(out),
     )  # fmt: skip
 
     # Both ranks read the corpus and trained; the trainer's global batch is 2 ranks x 2 blocks.
     assert log.count("documents from") == 2, log[-4000:]
-    assert re.search(r"Total train batch size \(w\. parallel, distributed & accumulation\) = 4\b", log), log[-4000:]
     global_tokens = PRETRAIN_STEPS * 2 * PRETRAIN_ROWS * PRETRAIN_BLOCK  # 768: packed blocks, no padding
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == PRETRAIN_STEPS
@@ -161,18 +164,15 @@ def test_two_process_kd_runs_the_chunked_head_under_ddp_and_pushes_once(logits_h
     out = tmp_path / "out"
     log = accelerate_launch(
         "trainers.sft",
+        out,
         "--config", "recipes/train/synthetic_gsm/kd.yaml",
         "--size", "1M",
         "--max_steps", "3",
         "--per_device_train_batch_size", "2",
         "--kd_chunk_tokens", "16",  # several LM-head chunks per micro-batch
-        "--logging_steps", "1",
-        "--save_strategy", "no",
-        "--output_dir", str(out),
     )  # fmt: skip
 
     assert log.count("training rows from") == 2, log[-4000:]
-    assert re.search(r"Total train batch size \(w\. parallel, distributed & accumulation\) = 4\b", log), log[-4000:]
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     steps = [h for h in history if "loss" in h]
     assert len(steps) == 3 and all(h["kd_loss"] > 0 and h["nll"] > 0 and h["grad_norm"] > 0 for h in steps), steps
