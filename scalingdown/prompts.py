@@ -18,6 +18,11 @@ ANSWER_INSTRUCTIONS = {
     "'The answer is maybe.'",
 }
 
+# Where an answer ends, for teachers, lm-eval (eval/tasks/_cot_template_yaml's ``until``) and the Space alike:
+# the end of a chat turn, the end of a few-shot shot, and the instruction's tail (a base model that writes the
+# next question anyway is cut before its 'The answer is', so the last final answer is still its own).
+STOP_STRINGS = ("<|im_end|>", "\n\n\n", ", then finish with 'The answer is")
+
 
 def student_prompt(question: str, choices: list[str] | None, answer_kind: str) -> str:
     """The user turn a student answers: the question, its choices, and the expected closing sentence."""
