@@ -12,6 +12,7 @@ import fnmatch
 import os
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -67,12 +68,24 @@ class HubTarget:
         if kind not in ("local", "hf"):
             raise HubError(f"unknown Hub target {kind!r}: use HUB_TARGET=local (default, ./hub) or HUB_TARGET=hf")
         org = org or os.environ.get("ORG") or DEFAULT_ORG
+        check_repo_id(f"{org}/scalingdown", what=f"ORG={org!r}")
         root_path = Path(root or os.environ.get("HUB_DIR") or "hub").expanduser()
         return cls(kind=kind, org=org, root=root_path, token=os.environ.get("HF_TOKEN"))
 
+    def check_writable(self) -> None:
+        """Fail before any work when pushes cannot land: ``HUB_DIR`` is a file or cannot be written."""
+        if self.kind != "local":
+            return
+        existing = next((p for p in [self.root, *self.root.resolve().parents] if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            raise HubError(f"HUB_DIR={self.root} is not a folder ({existing} is a file): set HUB_DIR to a folder")
+        if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+            raise HubError(f"HUB_DIR={self.root} cannot be written ({existing} is read-only): set HUB_DIR elsewhere")
+
     # -- naming ---------------------------------------------------------------------------------
     def repo_id(self, name: str) -> str:
-        return name if "/" in name else f"{self.org}/{name}"
+        repo_id = name if "/" in name else f"{self.org}/{name}"
+        return check_repo_id(repo_id)
 
     def local_path(self, repo_type: RepoType, name: str) -> Path:
         return self.root / _FOLDERS[repo_type] / self.repo_id(name)
@@ -158,31 +171,58 @@ class HubTarget:
         return getattr(info, "oid", None) or str(info)
 
     def _push_local(self, folder: Path, repo_type: RepoType, name: str, message: str, delete: list[str]) -> str:
+        """All or nothing: the new tree is built in a private index from HEAD plus ``folder``'s files, committed,
+        and only then written into the repo's folder. Files nobody pushed (a stray edit, a truncated
+        download) are never committed, and a failure before the commit leaves the repo exactly as it was."""
         repo = self.local_path(repo_type, name)
         repo.mkdir(parents=True, exist_ok=True)
         if not (repo / ".git").is_dir():
             _git(repo, "init", "-q", "-b", "main")
-        if delete:
-            for path in sorted(repo.rglob("*")):
-                rel = path.relative_to(repo).as_posix()
-                if rel.startswith(".git") or not path.is_file():
-                    continue
-                if any(fnmatch.fnmatch(rel, pattern) for pattern in delete):
-                    path.unlink()
-        for src in folder.rglob("*"):
-            if src.is_file() and ".git" not in src.relative_to(folder).parts:
+        lock = repo / ".git" / "index.lock"
+        if lock.exists():
+            raise HubError(
+                f"{lock} exists: another git command is running in {repo}, or one died; "
+                f"if none is running, delete that file and re-run"
+            )
+        head = _head(repo)
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and ".git" not in p.relative_to(folder).parts)
+        with tempfile.TemporaryDirectory(dir=repo / ".git", prefix="push-") as scratch:
+            env = {**os.environ, "GIT_INDEX_FILE": str(Path(scratch) / "index")}
+            if head:
+                _git(repo, "read-tree", head, env=env)
+            tracked = _git(repo, "ls-files", "-z", env=env).split("\0")
+            removed = [rel for rel in tracked if rel and any(fnmatch.fnmatch(rel, pattern) for pattern in delete)]
+            if removed:
+                _git(repo, "update-index", "--force-remove", "-z", "--stdin", env=env, input="\0".join(removed))
+            if files:
+                blobs = _git(repo, "hash-object", "-w", "--stdin-paths", input="\n".join(map(str, files)))
+                entries = [
+                    f"{_mode(src)} {blob}\t{src.relative_to(folder).as_posix()}"
+                    for src, blob in zip(files, blobs.split(), strict=True)
+                ]
+                _git(repo, "update-index", "--index-info", env=env, input="\n".join(entries) + "\n")
+            tree = _git(repo, "write-tree", env=env).strip()
+        if head and tree == _git(repo, "rev-parse", f"{head}^{{tree}}").strip():
+            return head
+        parents = ["-p", head] if head else []
+        commit = _git(repo, "commit-tree", tree, *parents, "-m", message).strip()
+        _git(repo, "update-ref", "refs/heads/main", commit, *([head] if head else []))
+        try:
+            _git(repo, "symbolic-ref", "HEAD", "refs/heads/main")
+            for rel in removed:
+                if rel not in {src.relative_to(folder).as_posix() for src in files}:
+                    (repo / rel).unlink(missing_ok=True)
+            for src in files:
                 dst = repo / src.relative_to(folder)
                 dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src, dst)
-        _git(repo, "add", "-A")
-        has_head = (
-            subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=repo, capture_output=True).returncode
-            == 0
-        )
-        staged = subprocess.run(["git", "diff", "--cached", "--quiet"], cwd=repo).returncode != 0
-        if staged or not has_head:
-            _git(repo, "commit", "-q", "--allow-empty", "-m", message)
-        return _git(repo, "rev-parse", "HEAD").strip()
+                staged = dst.with_name(f".{dst.name}.push-tmp")
+                shutil.copy2(src, staged)
+                os.replace(staged, dst)  # a reader sees the old file or the new one, never half of one
+            _git(repo, "reset", "-q")  # the repo's own index follows HEAD; stray edits stay unstaged
+        except Exception:
+            _git(repo, "checkout", "-q", "-f", "HEAD", "--", ".")
+            raise
+        return commit
 
     def _api(self):
         from huggingface_hub import HfApi, get_token
@@ -203,12 +243,44 @@ def folder_revision(path: str | Path) -> str | None:
     return _git(Path(path), "rev-parse", "HEAD").strip() or None
 
 
-def _git(repo: Path, *args: str) -> str:
+def check_repo_id(repo_id: str, what: str | None = None) -> str:
+    """``repo_id`` if the Hub would accept it (``huggingface_hub``'s own rule), so no name escapes ``HUB_DIR``."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise HubError(
+            f"{what or repo_id!r} is not a valid Hub name: use letters, digits, '-', '_' and '.', "
+            f"one 'namespace/name' at most ({error})"
+        ) from None
+    return repo_id
+
+
+def _head(repo: Path) -> str | None:
+    found = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=repo, capture_output=True, text=True)
+    return found.stdout.strip() if found.returncode == 0 else None
+
+
+def _mode(path: Path) -> str:
+    return "100755" if os.access(path, os.X_OK) else "100644"
+
+
+def _git(repo: Path, *args: str, env: dict | None = None, input: str | None = None) -> str:
+    identity = {
+        "GIT_AUTHOR_NAME": "scalingdown",
+        "GIT_AUTHOR_EMAIL": "scalingdown@localhost",
+        "GIT_COMMITTER_NAME": "scalingdown",
+        "GIT_COMMITTER_EMAIL": "scalingdown@localhost",
+    }
     result = subprocess.run(
         ["git", "-c", "user.name=scalingdown", "-c", "user.email=scalingdown@localhost", *args],
         cwd=repo,
         capture_output=True,
         text=True,
+        env={**(env or os.environ), **identity},
+        input=input,
     )
     if result.returncode != 0:
         raise HubError(f"git {' '.join(args)} failed in {repo}: {result.stderr.strip()}")
