@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from scalingdown.errors import UserError
+
 RepoType = Literal["dataset", "model", "space"]
 _FOLDERS = {"dataset": "datasets", "model": "models", "space": "spaces"}
 DEFAULT_ORG = "scalingdown"
 
 
-class HubError(RuntimeError):
+class HubError(UserError, RuntimeError):
     """A Hub target cannot do what was asked; the message says how to fix it."""
 
 
