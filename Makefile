@@ -62,19 +62,24 @@ EVAL_FLAGS = --config $(or $(CONFIG),recipes/eval/default.yaml) $(call opt,--tas
 	bench-generation bench-pretrain-cost clean
 
 help:
-	@echo "make demo                  the whole flow on the embedded default: push-data, sweep, eval, Space"
-	@echo "make test                  install, lint and run the test suite (make install-browser first for the UI test)"
-	@echo "make push-data TASK=arc_easy LIMIT=64 LOGITS=16    teacher rationales -> dataset repo (recipes/push_data/)"
-	@echo "make train SIZE=1M METHOD=sft|label|kd|ensemble LORA=1    dataset repo -> student repo (recipes/train/)"
-	@echo "make sweep SIZES=\"1M 3M 8M\"   make train for every size"
-	@echo "make pretrain SIZE=8M CORPUS=offline|fineweb-edu|cosmopedia|code    corpus repo -> pretrain-SIZE"
-	@echo "make eval TASK=... MODELS='glob' EVAL_LIMIT=50 VARIANTS=cot,mc    scores -> leaderboard repo (recipes/eval/)"
+	@echo "make demo        the whole flow on the embedded default: push-data, sweep, eval, then the Space repo"
+	@echo "make test        install, lint and run the test suite (make install-browser first for the UI test)"
+	@echo "make push-data   teacher rationales (+ top-k logits) -> dataset repo      recipes/push_data/TASK.yaml"
+	@echo "make train       dataset repo -> one student repo                          recipes/train/METHOD.yaml"
+	@echo "make sweep       make train for each of SIZES (\"1M 3M 8M\")"
+	@echo "make pretrain    corpus repo, then SIZE from random weights -> pretrain-SIZE  recipes/corpus/, recipes/pretrain/"
+	@echo "make eval        teachers and students scored -> leaderboard repo + answer recipes/eval/default.yaml"
 	@echo "make space | push-space | sizes | bench-generation | bench-pretrain-cost | install-browser | clean"
 	@echo
-	@echo "CONFIG=recipe.yaml picks the stage's recipe; a variable you set overrides the recipe, one you leave unset"
-	@echo "does not. ARGS=\"--flag value\" passes any other option: python -m datasets_builders.push_data --help,"
-	@echo "trainers.sft, trainers.ensemble, trainers.pretrain, datasets_builders.corpus, eval.run."
-	@echo "Hub: HUB_TARGET=local|hf HUB_DIR=hub ORG=scalingdown; caches: SCALINGDOWN_CACHE (./.cache)."
+	@echo "A variable you set becomes a flag over the recipe; one you leave unset keeps the recipe's value."
+	@echo "  CONFIG=recipes/...yaml   the stage's recipe        TASK=gsm8k      the task (every stage)"
+	@echo "  SIZE=1M                  student size              METHOD=sft|label|kd|ensemble   LORA=1"
+	@echo "  TEACHERS=a,b LIMIT=64 TEST_LIMIT=100 LOGITS=16 DATA=folder     push-data"
+	@echo "  MODELS='glob' EVAL_LIMIT=50 VARIANTS=cot,mc,nll                 eval"
+	@echo "  CORPUS=offline|fineweb-edu|cosmopedia|code PRICE=USD/device-hour  pretrain"
+	@echo "  ARGS=\"--flag value\"      any other option: python -m <module> --help (datasets_builders.push_data,"
+	@echo "                           trainers.sft, trainers.ensemble, trainers.pretrain, datasets_builders.corpus, eval.run)"
+	@echo "  HUB_TARGET=local|hf HUB_DIR=hub ORG=scalingdown SCALINGDOWN_CACHE=.cache   where repos and caches live"
 
 # CPU machines take the local CPU torch wheel when there is one (never the multi-GB CUDA build);
 # GPU machines take the normal build.
