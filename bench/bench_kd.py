@@ -7,7 +7,7 @@
 Needs the default dataset repo with a logits config (``make push-data LOGITS=16``).
 
 speed: each run is a fresh subprocess building the trainer ``trainers/sft.py`` builds (recipe
-``recipes/train/synthetic_gsm/kd.yaml``, same student size, seed, batch and rows), training ``--steps`` steps.
+``recipes/train/kd.yaml``, same student size, seed, batch and rows), training ``--steps`` steps.
 ``sft`` trains on the same token sequences without teacher system turns (``--teacher_tags false``), so the three
 runs differ only in where the teacher signal comes from. The kd runs project the labelled positions through the
 LM head in chunks of ``--kd_chunk_tokens`` (default 128, ``trainers/chunked_kd.py``); the ``-whole`` runs put
@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from anywhere
 
 DEFAULT_DATASET = REPO / "hub" / "datasets" / "scalingdown" / "synthetic_gsm-rationales"
-RECIPE = REPO / "recipes" / "train" / "synthetic_gsm" / "kd.yaml"
+RECIPE = REPO / "recipes" / "train" / "kd.yaml"
 RUNS = {
     "sft": ["--method", "sft", "--teacher_tags", "false"],
     "kd-offline": ["--method", "kd", "--kd_source", "offline"],

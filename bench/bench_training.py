@@ -3,7 +3,7 @@
     python bench/bench_training.py --size 8M --steps 12 --runs ours,trl
     python bench/bench_training.py --size 33M --steps 6 --runs ours,trl,ours-no-grouping
 
-"ours" is what ``trainers/sft.py`` builds from ``recipes/train/synthetic_gsm/sft.yaml`` (its batch size and
+"ours" is what ``trainers/sft.py`` builds from ``recipes/train/sft.yaml`` (its batch size and
 max_length, ``group_by_length``, assistant-only loss). "trl" is ``SFTTrainer(model, args=SFTConfig(output_dir,
 bf16=False, max_steps, report_to="none"), train_dataset=rows, processing_class=tokenizer)`` and nothing else
 (batch 8, random order, padding to the longest row). "ours-no-grouping" is ours with random order, to show how
@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from anywhere
 
 DEFAULT_DATASET = REPO / "hub" / "datasets" / "scalingdown" / "synthetic_gsm-rationales"
-DEFAULT_RECIPE = REPO / "recipes" / "train" / "synthetic_gsm" / "sft.yaml"
+DEFAULT_RECIPE = REPO / "recipes" / "train" / "sft.yaml"
 RUNS = ("ours", "trl", "ours-no-grouping")
 
 

@@ -1,5 +1,6 @@
 """Score every teacher and student of a task and publish the leaderboard (the ``make eval`` stage).
 
+    python -m eval.run --config recipes/eval/default.yaml          # make eval
     python -m eval.run --task synthetic_gsm
     python -m eval.run --task arc_easy --variants cot,mc --models 'arc_easy-sft-*' --limit 50
     python -m eval.run --task synthetic_gsm --variants cot,nll     # + log-likelihood of the gold answer
@@ -286,7 +287,11 @@ def main(args: EvalArguments) -> dict:
 
 
 def cli(argv: list[str] | None = None) -> dict:
-    parser = TrlParser((EvalArguments,))
+    parser = TrlParser(
+        (EvalArguments,),
+        description="Score the teachers and students of a task and publish its leaderboard.",
+        epilog="--config RECIPE.yaml (recipes/eval/) reads any of these options from a YAML recipe; flags given win.",
+    )
     (args,) = parser.parse_args_and_config(sys.argv[1:] if argv is None else argv)
     return main(args)
 

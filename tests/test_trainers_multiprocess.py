@@ -80,7 +80,7 @@ def test_two_process_launch_trains_on_both_ranks_and_pushes_once(dataset_hub, tm
     log = accelerate_launch(
         "trainers.sft",
         out,
-        "--config", "recipes/train/synthetic_gsm/sft.yaml",
+        "--config", "recipes/train/sft.yaml",
         "--size", "1M",
         "--max_steps", "3",
         "--per_device_train_batch_size", "2",
@@ -166,7 +166,7 @@ def test_two_process_kd_runs_the_chunked_head_under_ddp_and_pushes_once(logits_h
     log = accelerate_launch(
         "trainers.sft",
         out,
-        "--config", "recipes/train/synthetic_gsm/kd.yaml",
+        "--config", "recipes/train/kd.yaml",
         "--size", "1M",
         "--max_steps", "3",
         "--per_device_train_batch_size", "2",
