@@ -56,7 +56,11 @@ def scaling_points(rows: list[dict], variant: str = "cot") -> pd.DataFrame:
         score = "no score" if raw is None else f"{value:.{2 if graded else 1}f}{unit} ± {stderr:.{2 if graded else 1}f}"
         role = row["role"]
         failed = problem is not None
-        series = "failed" if failed else ("teacher" if role == "teacher" else f"students: {row.get('method')}")
+        series = (
+            "failed"
+            if failed
+            else (f"teacher: {row['model']}" if role == "teacher" else f"students: {row.get('method')}")
+        )
         points.append(
             {
                 "model": row["model"],
@@ -107,7 +111,7 @@ def scaling_spec(points: pd.DataFrame, task: str, variant: str = "cot") -> dict:
         "title": y_title,
         "scale": {"domain": [y_low, y_high], "nice": False},
     }
-    series = sorted(points["series"].unique(), key=lambda s: (s == "failed", s != "teacher", s))
+    series = sorted(points["series"].unique(), key=lambda s: (s == "failed", not s.startswith("teacher"), s))
     others = iter(PALETTE * len(series))
     colours = [FAILED_COLOUR if s == "failed" else next(others) for s in series]
     colour = {"field": "series", "type": "nominal", "title": None, "scale": {"domain": series, "range": colours}}
@@ -116,7 +120,7 @@ def scaling_spec(points: pd.DataFrame, task: str, variant: str = "cot") -> dict:
     return {
         "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
         "title": f"Scaling down: {task} ({'log-likelihood of the gold answer' if graded else variant})",
-        "width": "container",
+        "width": 720,
         "height": 420,
         "data": {"values": json.loads(points.to_json(orient="records"))},
         "layer": [
@@ -137,8 +141,8 @@ def scaling_spec(points: pd.DataFrame, task: str, variant: str = "cot") -> dict:
                     "x": x,
                     "y": y,
                     "color": colour,
-                    "detail": {"field": "series"},
-                    "order": {"field": "params"},
+                    "detail": {"field": "series", "type": "nominal"},
+                    "order": {"field": "params", "type": "quantitative"},
                 },
             },
             {
