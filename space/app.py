@@ -1,4 +1,5 @@
-"""The ScalingDown Space: the leaderboard, the scaling-down plot and its answer, and models answering side by side.
+"""The ScalingDown Space: the leaderboard, the scaling-down plot and its answer, a student's training curve, and
+models answering side by side.
 
     make space                                  # serves ./hub (HUB_TARGET=local) on http://127.0.0.1:7860
     HUB_TARGET=hf ORG=myorg python space/app.py # the same app against the real Hub repos
@@ -14,7 +15,10 @@ import os
 from pathlib import Path
 
 import gradio as gr
+import pandas as pd
+from gradio.components.plot import PlotData
 from leaderboard_view import DATATYPES, NO_METHOD, SORT_KEYS, BoardData, filter_rows, sort_rows, table
+from scaling_plot import scaling_points, scaling_spec
 from side_by_side import (
     MAX_MODELS,
     MAX_NEW_TOKENS,
@@ -26,8 +30,9 @@ from side_by_side import (
     contenders,
     default_picks,
 )
+from training_curve import LOSS_TAG, logs_folder, loss_curve
 
-from eval.report import scaling_down_answer, scaling_down_figure
+from eval.report import scaling_down_answer
 from scalingdown.hub import HubTarget
 
 HERE = Path(__file__).resolve().parent
@@ -141,11 +146,48 @@ class SpaceCallbacks:
 
     # -- scaling down -----------------------------------------------------------------------------------
     def scaling_down(self, task: str | None, variant: str = "cot"):
-        """The accuracy-vs-parameters figure and the eval report's one-sentence answer."""
+        """The interactive accuracy-vs-parameters chart (a Vega-Lite spec) and the eval report's answer."""
         if not task:
             return None, "No leaderboard yet: run `make eval`."
+        variant = variant or "cot"
         rows = self.board.rows(task)
-        return scaling_down_figure(rows, task, variant or "cot"), scaling_down_answer(rows, task, variant or "cot")
+        spec = scaling_spec(scaling_points(rows, variant), task, variant)
+        return PlotData(type="altair", plot=json.dumps(spec)), scaling_down_answer(rows, task, variant)
+
+    # -- training curve ---------------------------------------------------------------------------------
+    def students(self, task: str | None) -> list[tuple[str, str]]:
+        """The task's students and ensembles as dropdown choices: ``(label, name)``."""
+        return [(c.label, c.name) for c in self.contenders(task).values() if c.role != "teacher"]
+
+    def default_student(self, task: str | None) -> str | None:
+        """The best student, as on the side-by-side page."""
+        picks = default_picks({n: c for n, c in self.contenders(task).items() if c.role != "teacher"})
+        return picks[0] if picks else None
+
+    def training_curve(self, task: str | None, student: str | None) -> tuple[pd.DataFrame, str]:
+        """A student's training loss per step from the event files in its model repo, and a line about it."""
+        empty = pd.DataFrame({"step": [], "loss": []})
+        available = self.contenders(task)
+        if not student:
+            return empty, "Pick a student from the leaderboard."
+        if student not in available or available[student].role == "teacher":
+            return empty, f"{student} is not a student on the {task} leaderboard."
+        repo = available[student].model_repo
+        try:
+            folder = logs_folder(self.target, repo)
+        except Exception as error:  # a missing repo or an offline Hub
+            return empty, f"Could not read the logs of {self.target.repo_id(repo)}: {type(error).__name__}: {error}"
+        curve = loss_curve(folder)
+        if curve is None:
+            return empty, (
+                f"{self.target.repo_id(repo)} has no training logs: no TensorBoard event file under `runs/` "
+                f"logs `{LOSS_TAG}`."
+            )
+        note = (
+            f"{student}: {LOSS_TAG} at {len(curve.steps)} steps ({curve.steps[0]}–{curve.steps[-1]}), "
+            f"last {curve.values[-1]:.4f}, from {len(curve.files)} event file(s) in {self.target.repo_id(repo)}."
+        )
+        return pd.DataFrame({"step": curve.steps, "loss": curve.values}), note
 
     # -- side by side -----------------------------------------------------------------------------------
     def contenders(self, task: str | None) -> dict[str, Contender]:
@@ -239,7 +281,26 @@ def build_app(target: HubTarget | None = None, models: ModelCache | None = None)
                 label="variant (cot: chain of thought; mc: log-likelihood of the choices; nll: of the gold answer)",
             )
             answer = gr.Markdown(elem_id="scaling-answer")
-            plot = gr.Plot(format="png", elem_id="scaling-plot", label="accuracy vs parameters")
+            plot = gr.Plot(elem_id="scaling-plot", label="accuracy vs parameters (hover a point)")
+
+        with gr.Tab("Training curve"):
+            student = gr.Dropdown(
+                space.students(task0),
+                value=space.default_student(task0),
+                label="student",
+                elem_id="curve-student",
+                allow_custom_value=True,
+            )
+            curve_note = gr.Markdown(elem_id="curve-note")
+            curve = gr.LinePlot(
+                x="step",
+                y="loss",
+                tooltip=["step", "loss"],
+                x_title="step",
+                y_title=f"training loss ({LOSS_TAG})",
+                elem_id="loss-curve",
+                label="training loss",
+            )
 
         with gr.Tab("Side by side"):
             gr.Markdown(BASE_MODEL_NOTE)
@@ -289,6 +350,8 @@ def build_app(target: HubTarget | None = None, models: ModelCache | None = None)
             rows, note = space.leaderboard(task_name)
             figure, sentence = space.scaling_down(task_name, "cot")
             available = space.contenders(task_name)
+            picked_student = space.default_student(task_name)
+            losses, loss_note = space.training_curve(task_name, picked_student)
             return (
                 [],
                 gr.CheckboxGroup(choices=space.methods(task_name), value=[]),
@@ -300,6 +363,9 @@ def build_app(target: HubTarget | None = None, models: ModelCache | None = None)
                 sentence,
                 gr.Dropdown(choices=space.examples(task_name), value=None),
                 gr.Dropdown(choices=[(c.label, c.name) for c in available.values()], value=default_picks(available)),
+                gr.Dropdown(choices=space.students(task_name), value=picked_student),
+                losses,
+                loss_note,
             )
 
         def on_picks(task_name, names):
@@ -309,6 +375,7 @@ def build_app(target: HubTarget | None = None, models: ModelCache | None = None)
             return [gr.Column(visible=c is not None) for c in chosen] + [column_header(c) for c in chosen]
 
         task_outputs = [roles, methods, variants, board, count, variant, plot, answer, example, picks]
+        task_outputs += [student, curve, curve_note]
 
         def on_load():  # boards written after launch appear on the next page load
             current = space.default_task()
@@ -321,6 +388,7 @@ def build_app(target: HubTarget | None = None, models: ModelCache | None = None)
         for widget in filters:
             widget.change(space.leaderboard, [task, *filters], [board, count], api_visibility="private")
         variant.change(space.scaling_down, [task, variant], [plot, answer], api_name="scaling_down")
+        student.input(space.training_curve, [task, student], [curve, curve_note], api_name="training_curve")
         example.change(space.example, [task, example], [question, choices, gold], api_name="example")
         picks.change(on_picks, [task, picks], columns + headers, api_visibility="private")
         run.click(

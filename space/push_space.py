@@ -19,7 +19,15 @@ from scalingdown.hub import SPACE_REPO_NAME, HubTarget
 
 SPACE_DIR = Path(__file__).resolve().parent
 REPO = SPACE_DIR.parent
-SPACE_FILES = ["app.py", "leaderboard_view.py", "side_by_side.py", "README.md", "requirements.txt"]
+SPACE_FILES = [
+    "app.py",
+    "leaderboard_view.py",
+    "scaling_plot.py",
+    "side_by_side.py",
+    "training_curve.py",
+    "README.md",
+    "requirements.txt",
+]
 # The project modules app.py imports, directly or through each other (tests/test_space.py checks the list).
 VENDORED = [
     "scalingdown/__init__.py",

@@ -20,14 +20,11 @@ from pathlib import Path
 from datasets_builders.teacher_base import cut_at_stop
 from scalingdown.answers import answers_match, extract_answer
 from scalingdown.hub import HubTarget
-from scalingdown.prompts import student_messages, student_prompt
+from scalingdown.prompts import STOP_STRINGS, student_messages, student_prompt
 
 MAX_MODELS = 4  # columns on the page
 MAX_QUESTION_CHARS = int(os.environ.get("SPACE_MAX_QUESTION_CHARS", 2000))
 MAX_NEW_TOKENS = int(os.environ.get("SPACE_MAX_NEW_TOKENS", 512))
-# The eval task's stop strings (eval/tasks/_cot_template_yaml): the end of a chat turn, the end of a few-shot
-# answer, and a base model starting to write the next question.
-STOP_STRINGS = ["<|im_end|>", "\n\n\n", ", then finish with 'The answer is"]
 
 
 class ModelLoadError(RuntimeError):

@@ -1,5 +1,5 @@
-"""The Space: leaderboard data, the scaling-down view and side-by-side answers, called directly and through
-``gradio_client`` on a launched app, and the pushed Space repo running from its own files."""
+"""The Space: leaderboard data, the scaling-down view, training curves and side-by-side answers, called directly and
+through ``gradio_client`` on a launched app, and the pushed Space repo running from its own files."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import sys
 
 import gradio as gr
 import pytest
-from conftest import SPACE_DIR, SPACE_TASK
+from conftest import SPACE_DIR, SPACE_TASK, board_row
 from gradio_client import Client
 from huggingface_hub import RepoCard
 
@@ -25,6 +25,8 @@ import app  # noqa: E402
 import side_by_side  # noqa: E402
 from leaderboard_view import model_link  # noqa: E402
 from push_space import push_space  # noqa: E402
+from scaling_plot import TOOLTIP, axis_ranges, scaling_points  # noqa: E402
+from training_curve import loss_curve  # noqa: E402
 
 QUESTION = "What is 3 + 4?"
 SEVENS = "777777"  # the digit writer's answer in 6 new tokens: right when it is the gold answer
@@ -75,16 +77,122 @@ def test_links_point_at_the_hub_when_the_target_is_the_hub():
     assert "(https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct)" in model_link(teacher, hub)
 
 
-def test_scaling_down_plot_is_log_x_with_teachers_as_lines_and_the_reports_answer(space, space_hub):
-    figure, sentence = space.scaling_down(SPACE_TASK, "cot")
-    (axes,) = figure.axes
-    assert axes.get_xscale() == "log"
-    labels = axes.get_legend_handles_labels()[1]
-    assert {"students: sft", "students: label"} <= set(labels)
-    assert sum(label.startswith("teacher: ") for label in labels) == 2  # gone-teacher failed: not drawn
+def inside(points, x_range, y_range) -> bool:
+    """Every point and error bar strictly inside the axes."""
+    (x_low, x_high), (y_low, y_high) = x_range, y_range
+    return bool(
+        ((points["params"] > x_low) & (points["params"] < x_high)).all()
+        and ((points["low"] > y_low) & (points["high"] < y_high)).all()
+    )
+
+
+def test_scaling_points_keep_failed_rows_flagged_and_inside_the_axes(space):
+    rows = space.board.rows(SPACE_TASK)
+    unparsed = board_row("never-answers-1M", "student", 0.0, method="sft", params_total=2_000_000, parsed_rate=0.0)
+    points = scaling_points([*rows, unparsed], "cot").set_index("model")
+    assert len(points) == 6 and set(TOOLTIP) - {"model"} <= set(points.columns)  # the mc row is another variant
+
+    sft = points.loc["synthetic_gsm-sft-1M"]
+    assert (sft["score"], sft["parameters"], sft["status"], sft["failed"]) == ("50.0% ± 5.0", "7.3M", "ok", False)
+    assert (sft["low"], sft["value"], sft["high"]) == (45.0, 50.0, 55.0)
+    assert points.loc["tiny-base", "marker"] == "teacher" and points.loc["tiny-base", "params"] == 270_000_000
+    gone = points.loc["gone-teacher"]  # failed, with no parameter count: on the plot at 0%, marked
+    assert gone["failed"] and gone["status"] == "failed: unknown teacher" and gone["score"] == "no score"
+    assert (gone["marker"], gone["series"], gone["value"], gone["parameters"]) == ("failed", "failed", 0.0, "unknown")
+    never = points.loc["never-answers-1M"]
+    assert never["failed"] and never["status"] == "no parseable answer" and never["params"] == 2_000_000
+
+    x_range, y_range = axis_ranges(points)
+    assert inside(points, x_range, y_range)
+    assert x_range[0] < 2_000_000 and x_range[1] > 270_000_000 and y_range[0] < 0 and y_range[1] > 55
+
+
+def test_failed_rows_sit_past_the_worst_nll():
+    rows = [
+        board_row("a-1M", "student", 0.5, variant="nll", answer_nll=2.0, answer_nll_stderr=0.5, params_total=10**6),
+        board_row("b-3M", "student", None, variant="nll", error="out of memory", params_total=3 * 10**6),
+    ]
+    points = scaling_points(rows, "nll").set_index("model")
+    assert points.loc["a-1M", "score"] == "2.00 nats ± 0.50" and not points.loc["a-1M", "failed"]
+    assert points.loc["b-3M", "failed"] and points.loc["b-3M", "value"] > points.loc["a-1M", "high"]
+    assert points.loc["b-3M", "status"] == "failed: out of memory"
+    assert inside(points, *axis_ranges(points))
+
+
+def test_scaling_down_chart_is_log_x_with_tooltips_and_the_reports_answer(space, space_hub):
+    plot, sentence = space.scaling_down(SPACE_TASK, "cot")
+    assert plot.type == "altair"  # a Vega-Lite spec: gradio renders it with hover tooltips
+    spec = json.loads(plot.plot)
+    x_range, y_range = axis_ranges(scaling_points(space.board.rows(SPACE_TASK), "cot"))
+    points_layer = spec["layer"][-1]["encoding"]
+    assert points_layer["x"]["scale"] == {"type": "log", "domain": list(x_range), "nice": False}
+    assert points_layer["y"]["scale"]["domain"] == list(y_range)
+    assert [t["field"] for t in points_layer["tooltip"]] == TOOLTIP
+    assert dict(zip(*points_layer["shape"]["scale"].values(), strict=True))["failed"] == "cross"
+    colours = dict(zip(*points_layer["color"]["scale"].values(), strict=True))
+    assert colours["failed"] not in {c for s, c in colours.items() if s != "failed"}
+    plotted = {p["model"]: p for p in spec["data"]["values"]}
+    assert len(plotted) == 5 and plotted["gone-teacher"]["failed"] is True
+    series = {"teacher: tiny-llama", "teacher: tiny-base", "students: sft", "students: label", "failed"}
+    assert {p["series"] for p in plotted.values()} == series
+
     assert "the smallest student that beats the best teacher is synthetic_gsm-sft-1M" in sentence
     card = (space_hub.local_path("dataset", leaderboard_repo_name(SPACE_TASK)) / "README.md").read_text()
     assert sentence in card  # the same sentence `make eval` wrote into the leaderboard card
+
+
+# -- training curve ------------------------------------------------------------------------------------
+
+
+def write_losses(folder, losses: dict[int, float], walltime: float, tag: str = "train/loss") -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(folder)) as writer:
+        for step, loss in losses.items():
+            writer.add_scalar(tag, loss, step, walltime=walltime + step)
+            writer.add_scalar("train/learning_rate", 1e-3, step, walltime=walltime + step)
+
+
+def test_loss_curve_reads_every_event_file_under_runs_and_a_resume_overwrites(tmp_path):
+    repo = tmp_path / "synthetic_gsm-sft-1M"
+    assert loss_curve(repo) is None  # no runs/ at all
+    write_losses(repo / "runs" / "eval-only", {1: 9.0}, 0, tag="eval/loss")
+    assert loss_curve(repo) is None  # event files, but none logs the training loss
+
+    write_losses(repo / "runs" / "Dec02_10-00-00_host", {1: 4.0, 2: 3.5, 3: 3.25, 4: 3.0}, walltime=1000)
+    write_losses(repo / "runs" / "resumed" / "rank0", {4: 2.75, 5: 2.5}, walltime=2000)  # resumed at step 4
+    curve = loss_curve(repo)
+    assert curve.steps == [1, 2, 3, 4, 5] and curve.values == [4.0, 3.5, 3.25, 2.75, 2.5]
+    assert len(curve.files) == 2 and all(f.name.startswith("events.out.tfevents.") for f in curve.files)
+
+
+def test_the_training_curve_tab_shows_a_students_logs_or_says_there_are_none(space_hub, tmp_path):
+    from eval.leaderboard import push_board
+
+    target = HubTarget(kind="local", org="testorg", root=tmp_path / "hub")
+    student = tmp_path / "synthetic_gsm-sft-1M"
+    student.mkdir()
+    (student / "README.md").write_text("# synthetic_gsm-sft-1M\n")
+    write_losses(student / "runs" / "Dec02", {10: 2.0, 20: 1.5, 30: 1.25}, walltime=1000)
+    target.push_folder(student, "model", student.name, "Train")
+    rows = [
+        board_row("tiny-llama", "teacher", 0.3, params_total=135_000_000),
+        board_row(student.name, "student", 0.5, method="sft", params_total=10**6, model_repo=f"testorg/{student.name}"),
+        board_row("synthetic_gsm-kd-3M", "student", 0.2, method="kd", params_total=3 * 10**6),
+    ]
+    push_board(target, SPACE_TASK, rows, [], {}, {})
+    space = app.SpaceCallbacks(target)
+
+    assert [name for _, name in space.students(SPACE_TASK)] == [student.name, "synthetic_gsm-kd-3M"]
+    assert space.default_student(SPACE_TASK) == student.name
+    losses, note = space.training_curve(SPACE_TASK, student.name)
+    assert losses["step"].tolist() == [10, 20, 30] and losses["loss"].tolist() == [2.0, 1.5, 1.25]
+    assert "3 steps" in note
+    losses, note = space.training_curve(SPACE_TASK, "synthetic_gsm-kd-3M")  # its repo was never pushed
+    assert losses.empty and "no training logs" in note
+    losses, note = space.training_curve(SPACE_TASK, "tiny-llama")
+    assert losses.empty and "not a student" in note
+    assert "no training logs" in app.SpaceCallbacks(space_hub).training_curve(SPACE_TASK, "synthetic_gsm-sft-1M")[1]
 
 
 def test_the_space_offers_every_variant_make_eval_scores():
@@ -176,8 +284,12 @@ def test_the_launched_apps_api_serves_the_board_the_answer_and_a_comparison(spac
     models = [row[board["headers"].index("model")] for row in board["data"]]
     assert models == ["synthetic_gsm-sft-1M", "synthetic_gsm-label-3M"] and "2 of 6 rows" in note
 
-    _, sentence = client.predict(SPACE_TASK, "cot", api_name="/scaling_down")
-    assert "synthetic_gsm-sft-1M" in sentence
+    plot, sentence = client.predict(SPACE_TASK, "cot", api_name="/scaling_down")
+    assert "synthetic_gsm-sft-1M" in sentence and plot["type"] == "altair"
+    assert {p["model"] for p in json.loads(plot["plot"])["data"]["values"]} >= {"gone-teacher", "tiny-llama"}
+
+    losses, note = client.predict(SPACE_TASK, "synthetic_gsm-sft-1M", api_name="/training_curve")
+    assert "no training logs" in note
 
     job = client.submit(
         SPACE_TASK, QUESTION, "", SEVENS, ["synthetic_gsm-sft-1M", "tiny-llama"], 6, api_name="/compare"
