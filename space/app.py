@@ -27,7 +27,8 @@ from side_by_side import (
     default_picks,
 )
 
-from eval.report import scaling_down_answer, scaling_down_figure
+from eval.plots import scaling_down_figure
+from eval.report import scaling_down_answer
 from scalingdown.hub import HubTarget
 
 HERE = Path(__file__).resolve().parent
