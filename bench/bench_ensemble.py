@@ -2,8 +2,8 @@
 
     python bench/bench_ensemble.py --size 1M --members 3 --new_tokens 64 --batch_sizes 1,8
 
-Builds ``--members`` students of ``--size`` with random weights (speed does not depend on training), writes them as
-an ensemble repo folder exactly as ``make train METHOD=ensemble`` does (``trainers.ensemble.write_ensemble_files``),
+Builds ``--members`` students of ``--size`` with random weights (speed does not depend on training), writes them
+as an ensemble repo folder as ``make train METHOD=ensemble`` does (``trainers.ensemble_repo.write_ensemble_files``),
 loads it with ``EnsembleForCausalLM.from_pretrained``, and times greedy ``generate()`` of exactly ``--new_tokens``
 tokens on the synthetic_gsm student prompt: the first member alone, the ensemble with its per-member KV caches
 (``EnsembleCache``, the default), and the ensemble with ``use_cache=False`` (every step recomputes the whole prefix,
@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from datasets_builders.synthetic_gsm import generate_examples
     from scalingdown.prompts import SMOLLM2_DEFAULT_SYSTEM, student_messages
-    from trainers.ensemble import EnsembleArguments, write_ensemble_files
     from trainers.ensemble_model import EnsembleForCausalLM
+    from trainers.ensemble_repo import write_ensemble_files
     from trainers.sft import load_tokenizer
     from trainers.sizes import get_size
 
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
             model.save_pretrained(folder / f"round-{index}")
             tokenizer.save_pretrained(folder / f"round-{index}")
             members.append({"name": f"round-{index}", "subfolder": f"round-{index}", "size": size.name})
-        write_ensemble_files(folder, members, EnsembleArguments(rounds=args.members), tokenizer)
+        write_ensemble_files(folder, members, tokenizer)
         ensemble = EnsembleForCausalLM.from_pretrained(folder).eval()
         single = ensemble.members[0]
 

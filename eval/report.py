@@ -1,4 +1,4 @@
-"""The scaling-down answer: the smallest student that beats the best teacher, and the plot that shows it.
+"""The scaling-down answer: the smallest student that beats the best teacher (its figure: ``eval.plots``).
 
 A student "beats" a teacher when its accuracy is higher; the sentence also says whether the margin exceeds
 the combined standard error (sqrt(se_s^2 + se_t^2)), because on a few hundred test questions a couple of
@@ -13,23 +13,18 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 from scalingdown.hub import PRETRAINED_HERE
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
 
 GRADED = "nll"  # the variant scored by the gold answer's log-likelihood (lower is better) instead of accuracy
 
 
-def _ok(rows: list[dict], variant: str) -> list[dict]:
+def scored_rows(rows: list[dict], variant: str) -> list[dict]:
+    """Rows of ``variant`` scored successfully, with an accuracy."""
     return [r for r in rows if r["status"] == "ok" and r["variant"] == variant and r["accuracy"] is not None]
 
 
-def _graded(rows: list[dict]) -> list[dict]:
+def graded_rows(rows: list[dict]) -> list[dict]:
     """Rows of the ``nll`` variant with a score."""
     return [r for r in rows if r["status"] == "ok" and r["variant"] == GRADED and r.get("answer_nll") is not None]
 
@@ -52,7 +47,8 @@ def _pct(row: dict) -> str:
     return f"{100 * row['accuracy']:.1f}%{stderr}"
 
 
-def _params(row: dict) -> str:
+def params_label(row: dict) -> str:
+    """A row's total parameters as the sentences and figures write them: ``8.0M params``."""
     total = row.get("params_total")
     if not total:
         return "unknown size"
@@ -93,14 +89,14 @@ def ensemble_comparison(rows: list[dict], variant: str = "cot") -> list[str]:
     # a student that never wrote a parseable answer failed with a measured 0%: still the single student to beat
     scored = [r for r in rows if r["variant"] == variant and r.get("accuracy") is not None]
     students = [r for r in scored if r["role"] == "student" and r.get("params_total")]
-    rows = _ok(rows, variant)
+    rows = scored_rows(rows, variant)
     teachers = [r for r in rows if r["role"] == "teacher"]
     sentences = []
     for ensemble in sorted((r for r in rows if r["role"] == "ensemble"), key=lambda r: r.get("params_total") or 0):
         n = ensemble_size(ensemble.get("size"))
         parts = [
             f"Ensemble{f' of {n} students' if n else ''}: {ensemble['model']} ({ensemble.get('size') or 'ensemble'}, "
-            f"{_params(ensemble)}) at {_pct(ensemble)}"
+            f"{params_label(ensemble)}) at {_pct(ensemble)}"
         ]
         if students and ensemble.get("params_total"):
             single = min(
@@ -110,15 +106,15 @@ def ensemble_comparison(rows: list[dict], variant: str = "cot") -> list[str]:
             margin = ensemble["accuracy"] - single["accuracy"]
             unparsed = "" if single["status"] == "ok" else ", no parseable answer"
             parts.append(
-                f"vs {single['model']} ({_params(single)}, the single student closest in total parameters{unparsed}) "
-                f"at {_pct(single)}: {100 * margin:+.1f} points, {_against_noise(margin, ensemble, single)}"
+                f"vs {single['model']} ({params_label(single)}, the single student closest in total parameters"
+                f"{unparsed}) at {_pct(single)}: {100 * margin:+.1f} points, {_against_noise(margin, ensemble, single)}"
             )
         if teachers:
             best = max(teachers, key=lambda r: r["accuracy"])
             margin = ensemble["accuracy"] - best["accuracy"]
             parts.append(
-                f"vs the best teacher {best['model']} ({_params(best)}) at {_pct(best)}: {100 * margin:+.1f} points, "
-                f"{_against_noise(margin, ensemble, best)}"
+                f"vs the best teacher {best['model']} ({params_label(best)}) at {_pct(best)}: "
+                f"{100 * margin:+.1f} points, {_against_noise(margin, ensemble, best)}"
             )
         sentences.append("; ".join(parts) + ".")
     return sentences
@@ -136,7 +132,7 @@ def pretraining_comparison(rows: list[dict], variant: str = "cot") -> list[str]:
     measured = {}
     if variant != GRADED:
         measured = by_key(r for r in rows if r["variant"] == variant and r.get("accuracy") is not None)
-    graded = by_key(_graded(rows))
+    graded = by_key(graded_rows(rows))
     pairs = []
     for key in set(measured) | set(graded):
         size, method, lora = key
@@ -173,7 +169,7 @@ def pretraining_comparison(rows: list[dict], variant: str = "cot") -> list[str]:
 
 def teacher_answer(rows: list[dict], task: str, variant: str = "cot") -> str:
     """The smallest student that beats the best teacher, or how far the best student is behind."""
-    rows = _ok(rows, variant)
+    rows = scored_rows(rows, variant)
     teachers = [r for r in rows if r["role"] == "teacher"]
     students = [r for r in rows if r["role"] in ("student", "ensemble")]
     if not teachers:
@@ -189,22 +185,22 @@ def teacher_answer(rows: list[dict], task: str, variant: str = "cot") -> str:
         top = max(students, key=lambda r: r["accuracy"])
         gap = 100 * (best["accuracy"] - top["accuracy"])
         return (
-            f"{task}: no student beats the best teacher yet. Best teacher: {best['model']} ({_params(best)}) at "
-            f"{_pct(best)}; best student: {top['model']} ({_params(top)}) at {_pct(top)}, {gap:.1f} points behind."
+            f"{task}: no student beats the best teacher yet. Best teacher: {best['model']} ({params_label(best)}) at "
+            f"{_pct(best)}; best student: {top['model']} ({params_label(top)}) at {_pct(top)}, {gap:.1f} points behind."
         )
     win = winners[0]
     margin = win["accuracy"] - best["accuracy"]
     significance = _against_noise(margin, win, best)
     return (
-        f"{task}: the smallest student that beats the best teacher is {win['model']} ({_params(win)}) at "
-        f"{_pct(win)} vs {best['model']} ({_params(best)}) at {_pct(best)}: +{100 * margin:.1f} points, "
+        f"{task}: the smallest student that beats the best teacher is {win['model']} ({params_label(win)}) at "
+        f"{_pct(win)} vs {best['model']} ({params_label(best)}) at {_pct(best)}: +{100 * margin:.1f} points, "
         f"{significance}."
     )
 
 
 def graded_answer(rows: list[dict], task: str) -> str:
     """The ``nll`` variant's answer: the smallest student whose gold-answer NLL is below the best teacher's."""
-    rows = _graded(rows)
+    rows = graded_rows(rows)
     teachers = [r for r in rows if r["role"] == "teacher"]
     students = [r for r in rows if r["role"] in ("student", "ensemble")]
     what = f"{task} (log-likelihood of the gold answer, nats per answer, lower is better)"
@@ -221,76 +217,13 @@ def graded_answer(rows: list[dict], task: str) -> str:
         top = min(students, key=lambda r: r["answer_nll"])
         return (
             f"{what}: no student gives the gold answer a lower NLL than the best teacher yet. Best teacher: "
-            f"{best['model']} ({_params(best)}) at {_nll(best)}; best student: {top['model']} ({_params(top)}) at "
-            f"{_nll(top)}, {top['answer_nll'] - best['answer_nll']:.2f} nats higher."
+            f"{best['model']} ({params_label(best)}) at {_nll(best)}; best student: {top['model']} "
+            f"({params_label(top)}) at {_nll(top)}, {top['answer_nll'] - best['answer_nll']:.2f} nats higher."
         )
     win = winners[0]
     gain = best["answer_nll"] - win["answer_nll"]
     return (
-        f"{what}: the smallest student below the best teacher is {win['model']} ({_params(win)}) at {_nll(win)} vs "
-        f"{best['model']} ({_params(best)}) at {_nll(best)}: {gain:.2f} nats lower, "
+        f"{what}: the smallest student below the best teacher is {win['model']} ({params_label(win)}) at "
+        f"{_nll(win)} vs {best['model']} ({params_label(best)}) at {_nll(best)}: {gain:.2f} nats lower, "
         f"{_against_noise(gain, win, best, 'answer_nll_stderr')}."
     )
-
-
-def scaling_down_figure(rows: list[dict], task: str, variant: str = "cot") -> Figure:
-    """Accuracy vs parameters (log x): one series per method, teachers as horizontal lines.
-
-    A bare ``matplotlib.figure.Figure`` (no pyplot state), so a long-running Space can draw one per request
-    without leaking figures.
-    """
-    from matplotlib import rcParams
-    from matplotlib.figure import Figure
-
-    graded = variant == GRADED
-    rows = _graded(rows) if graded else _ok(rows, variant)
-    value, spread, scale = ("answer_nll", "answer_nll_stderr", 1) if graded else ("accuracy", "stderr", 100)
-    fig = Figure(figsize=(7, 4.5), dpi=120)
-    ax = fig.subplots()
-    students = [r for r in rows if r["role"] != "teacher" and r.get("params_total")]
-    series: dict[str, list[dict]] = {}
-    for row in students:
-        label = f"{row.get('method') or 'student'}{' (LoRA)' if row.get('lora') else ''}"
-        if (row.get("size") or "").endswith(PRETRAINED_HERE):  # its own series: not a point on the scratch curve
-            label += ", pre-trained here"
-        series.setdefault(label, []).append(row)
-    for label, members in sorted(series.items()):
-        members.sort(key=lambda r: r["params_total"])
-        ax.errorbar(
-            [r["params_total"] for r in members],
-            [scale * r[value] for r in members],
-            yerr=[scale * (r.get(spread) or 0) for r in members],
-            marker="o",
-            capsize=3,
-            label=f"students: {label}",
-        )
-    colours = rcParams["axes.prop_cycle"].by_key()["color"]
-    teachers = sorted((r for r in rows if r["role"] == "teacher"), key=lambda r: r[value], reverse=not graded)
-    for i, row in enumerate(teachers):  # best first
-        colour = colours[(i + len(series)) % len(colours)]
-        ax.axhline(scale * row[value], linestyle="--", color=colour, label=f"teacher: {row['model']} ({_params(row)})")
-        if row.get(spread):
-            low, high = scale * (row[value] - row[spread]), scale * (row[value] + row[spread])
-            ax.axhspan(low, high, color=colour, alpha=0.1)
-    ax.set_xscale("log")
-    ax.set_xlabel("student parameters (total, log scale)")
-    if graded:
-        ax.set_ylabel("gold-answer NLL (nats, lower is better)")
-    else:
-        ax.set_ylabel(f"accuracy on the {task} test split (%)")
-    kind = {"cot": "chain of thought", GRADED: "log-likelihood of the gold answer"}.get(variant, "log-likelihood")
-    ax.set_title(f"Scaling down: {task} ({kind})")
-    ax.set_ylim(bottom=0)
-    ax.grid(True, which="both", alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    return fig
-
-
-def plot_scaling_down(rows: list[dict], task: str, path: str | Path, variant: str = "cot") -> Path:
-    """The scaling-down figure saved as a PNG at ``path`` (the leaderboard repo's plot)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scaling_down_figure(rows, task, variant).savefig(path)
-    return path

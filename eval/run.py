@@ -31,7 +31,8 @@ from datasets_builders.tasks import TASKS
 from eval.leaderboard import load_board, markdown_table, merge, merge_samples, push_board, update_model_card
 from eval.measure import TASKS_DIR, MeasureRequest, MeasureResult
 from eval.models import EvalModel, select, student_models, teacher_models, with_facts
-from eval.report import plot_scaling_down, scaling_down_answer
+from eval.plots import plot_scaling_down
+from eval.report import scaling_down_answer
 from scalingdown.cache import cache_dir
 from scalingdown.hub import HubTarget, dataset_repo_name, folder_revision, leaderboard_repo_name
 

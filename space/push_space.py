@@ -44,6 +44,7 @@ VENDORED = [
     "datasets_builders/teachers.py",
     "eval/__init__.py",
     "eval/leaderboard.py",
+    "eval/plots.py",
     "eval/report.py",
     "model_cards/__init__.py",
     "model_cards/leaderboard_card.md",

@@ -195,7 +195,8 @@ def space_hub(tmp_path_factory, tiny_teacher_dir, digit_writer_dir):
     a teacher whose folder is gone, both students, and one log-likelihood row."""
     from datasets_builders.push_data import main as push_data
     from eval.leaderboard import push_board
-    from eval.report import plot_scaling_down, scaling_down_answer
+    from eval.plots import plot_scaling_down
+    from eval.report import scaling_down_answer
     from scalingdown.hub import HubTarget
 
     root = tmp_path_factory.mktemp("space-hub")

@@ -14,7 +14,8 @@ from datasets_builders.push_data import main as push_data
 from eval.leaderboard import merge
 from eval.measure import MeasureResult, mark_unparseable
 from eval.models import parameter_counts, weights_key
-from eval.report import plot_scaling_down, scaling_down_answer
+from eval.plots import plot_scaling_down
+from eval.report import scaling_down_answer
 from eval.run import EvalArguments
 from eval.run import main as run_eval
 from scalingdown.hub import HubTarget
