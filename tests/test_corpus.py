@@ -9,16 +9,16 @@ import random
 import pytest
 from datasets import Dataset, load_dataset
 
-from datasets_builders import corpus
-from datasets_builders.corpus import (
-    CorpusArguments,
-    Document,
-    NearDuplicateIndex,
+from datasets_builders import corpus, teacher_shards
+from datasets_builders.corpus import CorpusArguments
+from datasets_builders.corpus.arguments import Document
+from datasets_builders.corpus.dedup import NearDuplicateIndex
+from datasets_builders.corpus.eval_overlap import load_eval_questions
+from datasets_builders.corpus.filters import filter_documents
+from datasets_builders.corpus.sources import (
     file_documents,
-    filter_documents,
     generate_documents,
     hub_documents,
-    load_eval_questions,
     shard_dir,
     synthetic_documents,
     task_documents,
@@ -81,15 +81,18 @@ def test_a_dataset_is_streamed_with_its_text_column(tmp_path):
         CorpusArguments(sources="hub")
 
 
-def test_minhash_estimates_jaccard_similarity():
+def test_near_duplicates_are_found_above_the_threshold_only():
     index = NearDuplicateIndex(threshold=0.8)
     text = prose(1)
-    edited = text.replace(text.split()[70], "volcano", 1)  # one word of 150: Jaccard of 5-grams ~0.93
-    assert index.similarity(index.signature(text), index.signature(edited)) > 0.85
-    assert index.similarity(index.signature(text), index.signature(prose(2))) < 0.1
+    words = text.split()
+    edited = text.replace(words[70], "volcano", 1)  # one word of 150: Jaccard of 5-grams ~0.93
+    rewritten = " ".join("volcano" if i % 10 == 5 else w for i, w in enumerate(words))  # every 10th: ~0.5
     assert index.add("first", text) is None
     assert index.add("edited", edited) == "first"
+    assert index.add("rewritten", rewritten) is None  # similar, but under the threshold: kept and indexed
     assert index.add("other", prose(2)) is None
+    assert index.add("edited-again", edited.replace(words[20], "glacier", 1)) == "first"  # the earliest match
+    assert index.ids == ["first", "rewritten", "other"]
 
 
 def test_filters_drop_refusals_duplicates_and_contaminated_documents(shared_data):
@@ -148,7 +151,7 @@ def test_teachers_write_synthetic_documents_that_resume_after_an_interrupt(tmp_p
     # An interrupt lost the last shard: the re-run writes exactly the missing document, nothing twice.
     store.shard_paths()[-1].unlink()
     asked = []
-    real_load = corpus.load_teacher
+    real_load = teacher_shards.load_teacher
 
     def counting_teacher(spec):
         teacher = real_load(spec)
@@ -156,11 +159,11 @@ def test_teachers_write_synthetic_documents_that_resume_after_an_interrupt(tmp_p
         teacher.generate = lambda prompts, settings: asked.extend(prompts) or generate(prompts, settings)
         return teacher
 
-    monkeypatch.setattr(corpus, "load_teacher", counting_teacher)
+    monkeypatch.setattr(teacher_shards, "load_teacher", counting_teacher)
     generate_documents(args, spec)
     assert len(asked) == 1
     assert sorted(r["id"] for r in store.rows()) == sorted(d.id.removeprefix("synthetic-tiny-llama-") for d in docs)
-    monkeypatch.setattr(corpus, "load_teacher", lambda spec: pytest.fail("a complete build loaded its teacher"))
+    monkeypatch.setattr(teacher_shards, "load_teacher", lambda spec: pytest.fail("a complete build loaded its teacher"))
     generate_documents(args, spec)
 
 
