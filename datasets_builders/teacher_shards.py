@@ -17,8 +17,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from datasets_builders.shards import ShardStore
 from datasets_builders.teacher_base import GenerationSettings, TeacherPrompt
 from datasets_builders.teachers import load_teacher, teacher_name
@@ -52,8 +50,7 @@ def generate_into_shards(
     description, generated tokens and seconds.
     """
     store = ShardStore(root)
-    stats_file = store.root / "teacher.json"
-    info = json.loads(stats_file.read_text()) if stats_file.exists() else {"generated_tokens": 0, "seconds": 0.0}
+    info = store.read_stats({"generated_tokens": 0, "seconds": 0.0})
     done = store.done_keys()
     todo = [request for request in requests if request.id not in done]
     name = teacher_name(spec)
@@ -62,21 +59,17 @@ def generate_into_shards(
         return {"name": name, **info}
     teacher = load_teacher(spec)
     info.update(teacher.describe())
-    with tqdm(total=len(requests), initial=len(requests) - len(todo), desc=name, unit="gen") as progress:
-        for start in range(0, len(todo), shard_size):
-            chunk = todo[start : start + shard_size]
-            began = time.perf_counter()
-            generations = teacher.generate([request.prompt for request in chunk], settings)
-            info["seconds"] += time.perf_counter() - began
-            info["generated_tokens"] += sum(g.num_tokens for g in generations)
-            store.write(
-                [
-                    {"id": request.id, **request.columns, "text": g.text, "num_tokens": g.num_tokens}
-                    for request, g in zip(chunk, generations, strict=True)
-                ]
-            )
-            stats_file.write_text(json.dumps(info))
-            progress.update(len(chunk))
-            progress.set_postfix(tok_s=f"{info['generated_tokens'] / max(info['seconds'], 1e-9):.1f}")
+
+    def generate(chunk: list[TeacherRequest]) -> list[dict]:
+        began = time.perf_counter()
+        generations = teacher.generate([request.prompt for request in chunk], settings)
+        info["seconds"] += time.perf_counter() - began
+        info["generated_tokens"] += sum(g.num_tokens for g in generations)
+        return [
+            {"id": request.id, **request.columns, "text": g.text, "num_tokens": g.num_tokens}
+            for request, g in zip(chunk, generations, strict=True)
+        ]
+
+    store.fill(todo, shard_size, generate, info, total=len(requests), desc=name)
     teacher.close()
     return {"name": name, **info}
