@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from datasets import Dataset, load_dataset
@@ -188,6 +191,24 @@ def test_the_corpus_repo_loads_and_its_card_reports_sources_filters_and_overlap(
     card = (hub_dir / "datasets" / "testorg" / "pretrain-corpus" / "README.md").read_text()
     assert f"**{len(rows)} documents**" in card
     assert "| `task:synthetic_gsm` | 30 | 30 | - |" in card
+    assert "| near_duplicate | yes (threshold 0.8) |" in card and "MinHash LSH (datasketch)" in card
     assert "| arc_easy | 500 |" in card and "| synthetic_gsm | 300 |" in card  # both test splits were checked
     build = json.loads((hub_dir / "datasets" / "testorg" / "pretrain-corpus" / "scalingdown_build.json").read_text())
     assert [d["task"] for d in build["decontamination"]] == ["synthetic_gsm", "arc_easy"]
+
+
+def test_the_module_runs_and_every_corpus_recipe_parses():
+    from trl import TrlParser
+
+    repo = Path(__file__).resolve().parents[1]
+    help_text = subprocess.run(
+        [sys.executable, "-m", "datasets_builders.corpus", "--help"], cwd=repo, capture_output=True, text=True
+    ).stdout
+    assert help_text.startswith("usage: python -m datasets_builders.corpus")
+    for flag in ("--sources", "--teachers", "--documents_per_teacher", "--near_duplicate_threshold", "--config"):
+        assert flag in help_text
+    recipes = sorted((repo / "recipes" / "corpus").glob("*.yaml"))
+    assert recipes
+    for recipe in recipes:
+        (args,) = TrlParser((CorpusArguments,)).parse_args_and_config(["--config", str(recipe)])
+        assert args.source_list, recipe
