@@ -31,7 +31,8 @@ def bench_rows(dataset: str | None, documents: int):
     """The text the bench trains on: ``dataset``, else the corpus repo on the Hub target, else task questions."""
     from datasets import Dataset
 
-    from datasets_builders.corpus import CorpusArguments, task_documents
+    from datasets_builders.corpus import CorpusArguments
+    from datasets_builders.corpus.sources import task_documents
     from scalingdown.hub import CORPUS_REPO_NAME, HubTarget
     from trainers.pretrain import PretrainArguments, load_corpus
 

@@ -32,7 +32,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import Features, List, Value
-from tqdm.auto import tqdm
 
 from datasets_builders.shards import ShardStore
 from scalingdown.dataset_repo import RepoConfig
@@ -182,41 +181,37 @@ def build_logits(rows: list[dict], scorer, settings: LogitsSettings, work_dir: P
     done = store.done_keys()
     keyed = [(row_key(row), row) for row in rows]
     todo = [(key, row) for key, row in keyed if key not in done]
-    stats_file = store.root / "stats.json"
-    stats = json.loads(stats_file.read_text()) if stats_file.exists() else {"seconds": 0.0, "tokens_scored": 0}
+    stats = store.read_stats({"seconds": 0.0, "tokens_scored": 0})
     if todo:
         logger.info("%s: scoring %d of %d rows (top-%d)", scorer.name, len(todo), len(rows), settings.k)
-    with tqdm(total=len(rows), initial=len(rows) - len(todo), desc=f"logits {scorer.name}", unit="row") as bar:
-        for start in range(0, len(todo), settings.shard_size):
-            chunk = todo[start : start + settings.shard_size]
-            tokenized = [tokenize_conversation(scorer.tokenizer, row["messages"]) for _, row in chunk]
-            began = time.perf_counter()
-            order = sorted(range(len(chunk)), key=lambda i: len(tokenized[i]["input_ids"]))
-            scored: list = [None] * len(chunk)
-            for b in range(0, len(order), settings.batch_size):
-                batch = order[b : b + settings.batch_size]
-                for index, result in zip(batch, scorer.score([tokenized[i] for i in batch], settings.k), strict=True):
-                    scored[index] = result
-            stats["seconds"] += time.perf_counter() - began
-            shard = []
-            for (key, row), seq, (top, values) in zip(chunk, tokenized, scored, strict=True):
-                stats["tokens_scored"] += len(seq["input_ids"])
-                shard.append(
-                    {
-                        "key": key,
-                        "id": row["id"],
-                        "teacher": row["teacher"],
-                        "logits_teacher": scorer.name,
-                        **seq,
-                        "topk_ids": top.reshape(-1).astype(np.int64).tolist(),
-                        "topk_logprobs": values.reshape(-1).astype(np.float16).tolist(),
-                        "k": int(top.shape[-1]),
-                        **identity,
-                    }
-                )
-            store.write(shard)
-            stats_file.write_text(json.dumps(stats))
-            bar.update(len(chunk))
+
+    def score(chunk: list[tuple[str, dict]]) -> list[dict]:
+        tokenized = [tokenize_conversation(scorer.tokenizer, row["messages"]) for _, row in chunk]
+        began = time.perf_counter()
+        order = sorted(range(len(chunk)), key=lambda i: len(tokenized[i]["input_ids"]))
+        scored: list = [None] * len(chunk)
+        for b in range(0, len(order), settings.batch_size):
+            batch = order[b : b + settings.batch_size]
+            for index, result in zip(batch, scorer.score([tokenized[i] for i in batch], settings.k), strict=True):
+                scored[index] = result
+        stats["seconds"] += time.perf_counter() - began
+        stats["tokens_scored"] += sum(len(seq["input_ids"]) for seq in tokenized)
+        return [
+            {
+                "key": key,
+                "id": row["id"],
+                "teacher": row["teacher"],
+                "logits_teacher": scorer.name,
+                **seq,
+                "topk_ids": top.reshape(-1).astype(np.int64).tolist(),
+                "topk_logprobs": values.reshape(-1).astype(np.float16).tolist(),
+                "k": int(top.shape[-1]),
+                **identity,
+            }
+            for (key, row), seq, (top, values) in zip(chunk, tokenized, scored, strict=True)
+        ]
+
+    store.fill(todo, settings.shard_size, score, stats, total=len(rows), desc=f"logits {scorer.name}")
     by_key = {row["key"]: row for row in store.rows()}
     out = [{name: value for name, value in by_key[key].items() if name != "key"} for key, _ in keyed]
     assistant_tokens = sum(r["span_end"] - r["span_start"] for r in out)

@@ -11,19 +11,16 @@ filter never needs a teacher again.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import sys
 import tempfile
-import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from datasets import Dataset, Features, List, Value
 from huggingface_hub import DatasetCard, DatasetCardData
-from tqdm.auto import tqdm
 
 from datasets_builders.decontamination import find_overlap
 from datasets_builders.logits import LogitsSettings, build_logits, logits_config, storage_figures
@@ -38,7 +35,8 @@ from datasets_builders.rationales import (
 from datasets_builders.shards import ShardStore
 from datasets_builders.tasks import get_task, load_examples
 from datasets_builders.teacher_base import GenerationSettings
-from datasets_builders.teachers import DEFAULT_TEACHERS, load_teacher, resolve_model_source, teacher_name
+from datasets_builders.teacher_shards import TeacherRequest, generate_into_shards, teacher_shard_dir
+from datasets_builders.teachers import DEFAULT_TEACHERS, resolve_model_source, teacher_name
 from model_cards import template_path
 from scalingdown.answers import format_final_answer
 from scalingdown.dataset_repo import RepoConfig, write_data_files
@@ -151,54 +149,19 @@ class PushDataArguments:
 
 
 def shard_dir(args: PushDataArguments, spec: str) -> Path:
-    """Shards of one teacher, keyed by everything that changes what it generates (not by batch size)."""
-    settings = asdict(args.generation_settings())
-    settings.pop("batch_size")
-    key = json.dumps(
-        [args.task, args.data and str(Path(args.data).resolve()), spec, args.mode, PROMPT_VERSION, settings],
-        sort_keys=True,
-    )
-    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    return Path(args.work_dir) / args.task / f"{teacher_name(spec)}-{digest}"
+    """Shards of one teacher's rationales for this task, data, prompt mode and prompt version."""
+    inputs = [args.task, args.data and str(Path(args.data).resolve()), args.mode, PROMPT_VERSION]
+    return teacher_shard_dir(Path(args.work_dir) / args.task, spec, args.generation_settings(), inputs)
 
 
 def generate_rationales(args: PushDataArguments, spec: str, examples: Dataset, kind: str) -> dict:
-    """Generate this teacher's missing rationales shard by shard; return what the card records of it.
-
-    The teacher's description and its token/time totals live beside the shards, so a resumed (or
-    repeated) build reports the same figures and pushes a byte-identical card.
-    """
-    store = ShardStore(shard_dir(args, spec))
-    stats_file = store.root / "teacher.json"
-    info = json.loads(stats_file.read_text()) if stats_file.exists() else {"generated_tokens": 0, "seconds": 0.0}
-    done = store.done_keys()
-    todo = [row for row in examples if row["id"] not in done]
-    name = teacher_name(spec)
-    if not todo:
-        logger.info("%s: all %d rationales already generated in %s", name, len(done), store.root)
-        return {"name": name, **info}
-    teacher = load_teacher(spec)
-    info.update(teacher.describe())
-    settings = args.generation_settings()
-    with tqdm(total=len(examples), initial=len(examples) - len(todo), desc=f"{name}", unit="ex") as progress:
-        for start in range(0, len(todo), args.shard_size):
-            chunk = todo[start : start + args.shard_size]
-            prompts = [build_prompt(r["question"], r["choices"], r["answer"], kind, args.mode) for r in chunk]
-            began = time.perf_counter()
-            generations = teacher.generate(prompts, settings)
-            info["seconds"] += time.perf_counter() - began
-            info["generated_tokens"] += sum(g.num_tokens for g in generations)
-            store.write(
-                [
-                    {"id": r["id"], "teacher": name, "rationale": g.text, "num_tokens": g.num_tokens}
-                    for r, g in zip(chunk, generations, strict=True)
-                ]
-            )
-            stats_file.write_text(json.dumps(info))
-            progress.update(len(chunk))
-            progress.set_postfix(tok_s=f"{info['generated_tokens'] / max(info['seconds'], 1e-9):.1f}")
-    teacher.close()
-    return {"name": name, **info}
+    """Generate this teacher's missing rationales shard by shard; return what the card records of it."""
+    requests = [
+        TeacherRequest(row["id"], build_prompt(row["question"], row["choices"], row["answer"], kind, args.mode))
+        for row in examples
+    ]
+    root = shard_dir(args, spec)
+    return generate_into_shards(spec, requests, args.generation_settings(), root, args.shard_size)
 
 
 def assemble_train_rows(args: PushDataArguments, examples: Dataset, kind: str) -> tuple[list[dict], list[dict]]:
@@ -216,13 +179,13 @@ def assemble_train_rows(args: PushDataArguments, examples: Dataset, kind: str) -
                 continue
             generated += 1
             num_choices = len(example["choices"] or [])
-            result = check_rationale(shard_row["rationale"], example["answer"], kind, num_choices, filters)
+            result = check_rationale(shard_row["text"], example["answer"], kind, num_choices, filters)
             consistent += result.consistent
             if result.reason:
                 dropped[result.reason] += 1
                 continue
             kept += 1
-            response = finish_rationale(shard_row["rationale"], example["answer"])
+            response = finish_rationale(shard_row["text"], example["answer"])
             rows.append(
                 {
                     **example,

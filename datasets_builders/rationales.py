@@ -76,7 +76,7 @@ def _plain_block(body: str, answer: str, mode: str) -> str:
     return f"Question: {body}\n{given}Explanation:"
 
 
-# Refusals and assistant boilerplate (also the pre-training corpus's refusal filter, datasets_builders/corpus.py) ...
+# Refusals and assistant boilerplate (also the corpus's refusal filter, datasets_builders/corpus/filters.py) ...
 REFUSAL_PATTERNS = [
     r"\bI(?:'m| am) sorry\b",
     r"\bI (?:cannot|can't|can not|won't) (?:help|answer|provide|assist)",

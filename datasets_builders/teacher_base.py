@@ -5,6 +5,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
+from scalingdown.prompts import TEACHER_STOP_STRINGS
+
 
 @dataclass
 class TeacherPrompt:
@@ -24,7 +26,7 @@ class GenerationSettings:
     top_p: float = 0.95
     seed: int = 42
     batch_size: int = 16
-    stop: list[str] = field(default_factory=lambda: ["\nQuestion:", "\n\nQuestion", "<|im_end|>"])
+    stop: list[str] = field(default_factory=lambda: list(TEACHER_STOP_STRINGS))
 
 
 @dataclass

@@ -6,8 +6,8 @@ A teacher spec on the command line is one of
 - a GGUF file (``path/to/model.gguf``),
 - an endpoint, ``openai:<model>@<base_url>`` (vLLM, TGI, llama.cpp server, ``transformers serve``).
 
-GGUF weights are de-quantised by transformers once and kept as an ordinary model folder in the cache,
-because converting the tokenizer and tensors takes 30-80 s on a laptop CPU and loading the folder takes 1 s.
+GGUF weights are de-quantised by transformers once and kept as an ordinary model folder in the cache:
+converting the tokenizer and tensors is slow, loading the folder is not.
 """
 
 from __future__ import annotations

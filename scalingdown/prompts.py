@@ -22,6 +22,10 @@ ANSWER_INSTRUCTIONS = {
 # the end of a chat turn, the end of a few-shot shot, and the instruction's tail (a base model that writes the
 # next question anyway is cut before its 'The answer is', so the last final answer is still its own).
 STOP_STRINGS = ("<|im_end|>", "\n\n\n", ", then finish with 'The answer is")
+# Teachers also get the few-shot 'Question:' prompt of datasets_builders/rationales.py: a base teacher that starts
+# the next question has finished its explanation.
+TEACHER_FEW_SHOT_STOP_STRINGS = ("\nQuestion:", "\n\nQuestion")
+TEACHER_STOP_STRINGS = STOP_STRINGS + TEACHER_FEW_SHOT_STOP_STRINGS
 
 
 def student_prompt(question: str, choices: list[str] | None, answer_kind: str) -> str:

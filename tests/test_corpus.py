@@ -5,20 +5,23 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from datasets import Dataset, load_dataset
 
-from datasets_builders import corpus
-from datasets_builders.corpus import (
-    CorpusArguments,
-    Document,
-    NearDuplicateIndex,
+from datasets_builders import corpus, teacher_shards
+from datasets_builders.corpus import CorpusArguments
+from datasets_builders.corpus.arguments import Document
+from datasets_builders.corpus.dedup import NearDuplicateIndex
+from datasets_builders.corpus.eval_overlap import load_eval_questions
+from datasets_builders.corpus.filters import filter_documents
+from datasets_builders.corpus.sources import (
     file_documents,
-    filter_documents,
     generate_documents,
     hub_documents,
-    load_eval_questions,
     shard_dir,
     synthetic_documents,
     task_documents,
@@ -81,15 +84,18 @@ def test_a_dataset_is_streamed_with_its_text_column(tmp_path):
         CorpusArguments(sources="hub")
 
 
-def test_minhash_estimates_jaccard_similarity():
+def test_near_duplicates_are_found_above_the_threshold_only():
     index = NearDuplicateIndex(threshold=0.8)
     text = prose(1)
-    edited = text.replace(text.split()[70], "volcano", 1)  # one word of 150: Jaccard of 5-grams ~0.93
-    assert index.similarity(index.signature(text), index.signature(edited)) > 0.85
-    assert index.similarity(index.signature(text), index.signature(prose(2))) < 0.1
+    words = text.split()
+    edited = text.replace(words[70], "volcano", 1)  # one word of 150: Jaccard of 5-grams ~0.93
+    rewritten = " ".join("volcano" if i % 10 == 5 else w for i, w in enumerate(words))  # every 10th: ~0.5
     assert index.add("first", text) is None
     assert index.add("edited", edited) == "first"
+    assert index.add("rewritten", rewritten) is None  # similar, but under the threshold: kept and indexed
     assert index.add("other", prose(2)) is None
+    assert index.add("edited-again", edited.replace(words[20], "glacier", 1)) == "first"  # the earliest match
+    assert index.ids == ["first", "rewritten", "other"]
 
 
 def test_filters_drop_refusals_duplicates_and_contaminated_documents(shared_data):
@@ -148,7 +154,7 @@ def test_teachers_write_synthetic_documents_that_resume_after_an_interrupt(tmp_p
     # An interrupt lost the last shard: the re-run writes exactly the missing document, nothing twice.
     store.shard_paths()[-1].unlink()
     asked = []
-    real_load = corpus.load_teacher
+    real_load = teacher_shards.load_teacher
 
     def counting_teacher(spec):
         teacher = real_load(spec)
@@ -156,11 +162,11 @@ def test_teachers_write_synthetic_documents_that_resume_after_an_interrupt(tmp_p
         teacher.generate = lambda prompts, settings: asked.extend(prompts) or generate(prompts, settings)
         return teacher
 
-    monkeypatch.setattr(corpus, "load_teacher", counting_teacher)
+    monkeypatch.setattr(teacher_shards, "load_teacher", counting_teacher)
     generate_documents(args, spec)
     assert len(asked) == 1
     assert sorted(r["id"] for r in store.rows()) == sorted(d.id.removeprefix("synthetic-tiny-llama-") for d in docs)
-    monkeypatch.setattr(corpus, "load_teacher", lambda spec: pytest.fail("a complete build loaded its teacher"))
+    monkeypatch.setattr(teacher_shards, "load_teacher", lambda spec: pytest.fail("a complete build loaded its teacher"))
     generate_documents(args, spec)
 
 
@@ -185,6 +191,24 @@ def test_the_corpus_repo_loads_and_its_card_reports_sources_filters_and_overlap(
     card = (hub_dir / "datasets" / "testorg" / "pretrain-corpus" / "README.md").read_text()
     assert f"**{len(rows)} documents**" in card
     assert "| `task:synthetic_gsm` | 30 | 30 | - |" in card
+    assert "| near_duplicate | yes (threshold 0.8) |" in card and "MinHash LSH (datasketch)" in card
     assert "| arc_easy | 500 |" in card and "| synthetic_gsm | 300 |" in card  # both test splits were checked
     build = json.loads((hub_dir / "datasets" / "testorg" / "pretrain-corpus" / "scalingdown_build.json").read_text())
     assert [d["task"] for d in build["decontamination"]] == ["synthetic_gsm", "arc_easy"]
+
+
+def test_the_module_runs_and_every_corpus_recipe_parses():
+    from trl import TrlParser
+
+    repo = Path(__file__).resolve().parents[1]
+    help_text = subprocess.run(
+        [sys.executable, "-m", "datasets_builders.corpus", "--help"], cwd=repo, capture_output=True, text=True
+    ).stdout
+    assert help_text.startswith("usage: python -m datasets_builders.corpus")
+    for flag in ("--sources", "--teachers", "--documents_per_teacher", "--near_duplicate_threshold", "--config"):
+        assert flag in help_text
+    recipes = sorted((repo / "recipes" / "corpus").glob("*.yaml"))
+    assert recipes
+    for recipe in recipes:
+        (args,) = TrlParser((CorpusArguments,)).parse_args_and_config(["--config", str(recipe)])
+        assert args.source_list, recipe

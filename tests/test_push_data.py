@@ -64,7 +64,7 @@ def test_build_pushes_a_dataset_repo_that_load_dataset_reads(tmp_path, hub_dir, 
     assert target.revision("dataset", "synthetic_gsm-rationales") == before
 
     # A tighter length filter (re-assembled from the same shards) drops rationales, never examples.
-    lengths = sorted(len(row["rationale"]) for row in ShardStore(shards[0].parent).rows())
+    lengths = sorted(len(row["text"]) for row in ShardStore(shards[0].parent).rows())
     main(_args(tmp_path, tiny_teacher_dir, max_chars=lengths[5]))
     rationale_ids = set(load_dataset(location, split="train")["id"])
     example_ids = load_dataset(location, "examples", split="train")["id"]

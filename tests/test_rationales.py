@@ -6,7 +6,7 @@ import pytest
 
 from datasets_builders.rationales import FilterSettings, build_prompt, check_rationale, finish_rationale
 from datasets_builders.shards import ShardStore
-from datasets_builders.teacher_base import cut_at_stop
+from datasets_builders.teacher_base import GenerationSettings, cut_at_stop
 from datasets_builders.teachers import TeacherError, resolve_model_source
 
 
@@ -62,6 +62,17 @@ def test_finish_rationale_ends_with_one_canonical_answer():
 
 def test_cut_at_stop_keeps_text_before_the_first_stop():
     assert cut_at_stop("Because 2+2=4.\nQuestion: next one", ["\nQuestion:"]) == "Because 2+2=4."
+
+
+def test_default_teacher_stops_end_a_rationale_where_a_base_or_chat_teacher_moves_on():
+    stop = GenerationSettings().stop
+    base = "4 * 12 = 48 and 48 - 30 = 18. The answer is 18.\n\nQuestion: A farmer has 7 cows"
+    chat = "4 * 12 = 48 and 48 - 30 = 18. The answer is 18.<|im_end|>\n<|im_start|>user"
+    rambling = "4 * 12 = 48. The answer is 48.\n\n\n\nSolve the problem step by step"
+    for text in (base, chat):
+        assert cut_at_stop(text, stop) == "4 * 12 = 48 and 48 - 30 = 18. The answer is 18."
+    assert cut_at_stop(rambling, stop) == "4 * 12 = 48. The answer is 48."
+    assert cut_at_stop("Step 1.\nStep 2.\n\nSo the answer is 3.", stop) == "Step 1.\nStep 2.\n\nSo the answer is 3."
 
 
 def test_shard_store_resumes_and_drops_half_written_shards(tmp_path):

@@ -1,0 +1,5 @@
+import sys
+
+from datasets_builders.corpus.build import cli
+
+cli(sys.argv[1:])
