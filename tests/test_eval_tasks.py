@@ -14,10 +14,11 @@ import datasets
 import pytest
 from conftest import tiny_build_args
 from lm_eval.tasks import TaskManager
-from lm_eval.tasks._yaml_loader import load_yaml
 
 from datasets_builders import push_data
 from datasets_builders.tasks import TASKS, get_task, load_examples
+from eval.measure import task_config as runner_task_config
+from eval.run import EvalArguments
 from eval.tasks.utils import (
     MC_TASK_NAMES,
     NLL_TASK_NAMES,
@@ -33,7 +34,8 @@ from eval.tasks.utils import (
     process_results,
 )
 from scalingdown.answers import format_final_answer
-from scalingdown.prompts import student_prompt
+from scalingdown.compat import load_task_yaml
+from scalingdown.prompts import STOP_STRINGS, student_prompt
 
 REPO = Path(__file__).resolve().parents[1]
 LETTER_AND_YESNO = {"aqua_rat", "arc_easy", "arc_challenge", "openbookqa", "pubmedqa"}
@@ -47,7 +49,7 @@ def task_manager() -> TaskManager:
 def task_config(task_manager: TaskManager, name: str, dataset_path: Path) -> dict:
     """A registered task's YAML (includes and functions resolved) pointed at another dataset: how the runner
     overrides ``dataset_path`` through ``simple_evaluate``."""
-    return load_yaml(task_manager.task_index[name].yaml_path) | {"dataset_path": str(dataset_path)}
+    return load_task_yaml(task_manager.task_index[name].yaml_path) | {"dataset_path": str(dataset_path)}
 
 
 def write_rationale_repo(folder: Path, task: str, shared_data: Path, n_train: int = 3, n_test: int = 4) -> Path:
@@ -86,11 +88,30 @@ def test_every_task_and_its_mc_and_nll_variants_are_found_by_lm_eval(task_manage
     assert task_manager.task_index["scalingdown_nll"].tags == set(NLL_TASK_NAMES.values())
     output_types = {"_mc": "multiple_choice", "_nll": "loglikelihood"}
     for task, name in [*TASK_NAMES.items(), *MC_TASK_NAMES.items(), *NLL_TASK_NAMES.items()]:
-        config = load_yaml(task_manager.task_index[name].yaml_path)  # what the runner reads: self-contained
+        config = load_task_yaml(task_manager.task_index[name].yaml_path)  # what the runner reads: self-contained
         assert config["dataset_path"] == f"hub/datasets/scalingdown/{task}-rationales"
         assert config["output_type"] == output_types.get(name[name.rindex("_") :], "generate_until")
         assert (config["test_split"], config["fewshot_split"]) == ("test", "train")
         assert callable(config["doc_to_text"]) and callable(config["process_docs"])
+
+
+def test_tasks_are_found_from_any_working_directory(tmp_path, monkeypatch):
+    """Discovery, the runner's config and its checks go through the package, not the folder a command runs in."""
+    monkeypatch.chdir(tmp_path)
+    manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
+    assert set(TASK_NAMES.values()) | set(MC_TASK_NAMES.values()) <= set(manager.all_subtasks)
+    config = runner_task_config(MC_TASK_NAMES["arc_easy"], "elsewhere/arc_easy-rationales")
+    assert config["dataset_path"] == "elsewhere/arc_easy-rationales"
+    assert config["doc_to_choice"]({"task": "pubmedqa", "choices": None}) == ["yes", "no", "maybe"]
+    assert EvalArguments(task="arc_easy", variants="cot,mc").variant_list == ["cot", "mc"]
+    with pytest.raises(ValueError, match="no multiple-choice variant"):
+        EvalArguments(task="gsm8k", variants="mc")
+    assert list(tmp_path.iterdir()) == []  # and leave nothing behind there
+
+
+def test_the_eval_stops_are_the_one_set_of_stop_strings():
+    config = load_task_yaml(TASKS_DIR / f"{TASK_NAMES['gsm8k']}.yaml")
+    assert tuple(config["generation_kwargs"]["until"]) == STOP_STRINGS
 
 
 @pytest.mark.parametrize("task", sorted(TASKS))
@@ -227,8 +248,6 @@ def test_nll_variant_scores_the_gold_sentence_where_the_student_writes_it(tmp_pa
     assistant header, where a label student was trained to write it; without one (the runner's config for base
     models), on the line after the prompt, as the one-shot example shows it."""
     from lm_eval import simple_evaluate
-
-    from eval.measure import task_config as runner_task_config
 
     hub = dict(hub_target="local", hub_dir=str(tmp_path / "hub"), org="testorg")
     push_data.main(tiny_build_args(tmp_path / "work", tiny_teacher_dir, limit=2, test_limit=2, **hub))
