@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from statistics import mean
 
 import datasets
 import pytest
@@ -198,6 +199,7 @@ def test_stock_cli_runs_every_variant_on_an_overridden_dataset(tmp_path, tiny_te
         "--limit", "3",
         "--gen_kwargs", "max_gen_toks=16",  # a random model never stops on its own; 16 tokens keep the test fast
         "--output_path", str(tmp_path / "results"),
+        "--log_samples",
     ]  # fmt: skip
     # One thread: a tiny model gains nothing from more, and on a shared CPU spinning threads cost seconds.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -207,10 +209,31 @@ def test_stock_cli_runs_every_variant_on_an_overridden_dataset(tmp_path, tiny_te
     (results_file,) = (tmp_path / "results").glob("*/results_*.json")
     results = json.loads(results_file.read_text())["results"]
     generation, mc, nll = (results[name] for name in names)
-    assert 0 <= generation["exact_match,none"] <= generation["parsed,none"] <= 1
-    assert 0 <= mc["acc,none"] <= 1 and 0 <= mc["acc_norm,none"] <= 1
-    # a random model: several nats for each of the sentence's tokens, and never its greedy continuation
-    assert nll["answer_nll,none"] > 10 and nll["answer_nll_stderr,none"] >= 0 and nll["greedy,none"] == 0
+    samples = {
+        name: [json.loads(line) for line in next(results_file.parent.glob(f"samples_{name}_2*.jsonl")).open()]
+        for name in names
+    }
+    # chain of thought: the student prompt, our stop strings, and our extraction scoring what the model wrote
+    for sample in samples[names[0]]:
+        doc, (response,) = sample["doc"], sample["filtered_resps"]
+        prompt, settings = sample["arguments"]["gen_args_0"].values()
+        assert prompt == doc_to_text(doc) and settings["until"] == list(STOP_STRINGS)
+        assert {k: sample[k] for k in ("exact_match", "parsed")} == process_results(doc, [response])
+    for metric in ("exact_match", "parsed"):
+        assert generation[f"{metric},none"] == pytest.approx(mean(s[metric] for s in samples[names[0]]))
+    # multiple choice: each of the row's choices scored, right when the gold one is the most likely
+    for sample in samples[names[1]]:
+        doc = sample["doc"]
+        assert [arg["arg_1"] for arg in sample["arguments"].values()] == [f" {c}" for c in doc["choices"]]
+        loglikelihoods = [float(ll) for ll, _ in sample["filtered_resps"]]
+        best = max(range(len(loglikelihoods)), key=loglikelihoods.__getitem__)
+        assert sample["acc"] == int(best == doc_to_choice_index(doc))
+    assert mc["acc,none"] == pytest.approx(mean(s["acc"] for s in samples[names[1]]))
+    # gold-sentence log-likelihood: a random model gives several nats to each of its tokens, never greedily
+    nlls = [-float(ll) for s in samples[names[2]] for ll, _ in s["filtered_resps"]]
+    assert [s["answer_nll"] for s in samples[names[2]]] == pytest.approx(nlls) and min(nlls) > 10
+    assert nll["answer_nll,none"] == pytest.approx(mean(nlls)) and nll["answer_nll_stderr,none"] > 0
+    assert nll["greedy,none"] == 0
     assert json.loads(results_file.read_text())["n-samples"][MC_TASK_NAMES["arc_easy"]]["effective"] == 3
 
 
