@@ -159,10 +159,11 @@ def hub_dir(tmp_path, monkeypatch) -> Path:
 
 
 def pytest_configure(config):
-    # datasets keeps Arrow copies of every local repo a test loads: in the session's own folder, not ~/.cache
-    # (set before any test module imports datasets, which reads it once)
-    config.hf_datasets_cache = tempfile.mkdtemp(prefix="scalingdown-tests-hf-datasets-")
-    os.environ.setdefault("HF_DATASETS_CACHE", config.hf_datasets_cache)
+    # datasets' Arrow copies of the local repos tests load, and transformers' copies of our remote code (the
+    # ensemble model): in this session's own folder, not ~/.cache (set before a test module imports either library)
+    config.hf_test_cache = Path(tempfile.mkdtemp(prefix="scalingdown-tests-hf-"))
+    os.environ.setdefault("HF_DATASETS_CACHE", str(config.hf_test_cache / "datasets"))
+    os.environ.setdefault("HF_MODULES_CACHE", str(config.hf_test_cache / "modules"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -171,8 +172,8 @@ def pytest_configure(config):
 
 
 def pytest_unconfigure(config):
-    if getattr(config, "hf_datasets_cache", None):
-        shutil.rmtree(config.hf_datasets_cache, ignore_errors=True)
+    if getattr(config, "hf_test_cache", None):
+        shutil.rmtree(config.hf_test_cache, ignore_errors=True)
 
 
 def push_student(target, model_dir, name: str, tmp_path, method="sft", size="1M"):

@@ -34,3 +34,12 @@ def test_each_test_has_its_own_empty_cache_sharing_only_the_converted_teachers(t
     assert (test_cache / "teachers").resolve() == (session_cache / "teachers").resolve()
     (cache_dir("eval", "t") / "result.json").write_text("{}")
     assert not (session_cache / "eval").exists()
+
+
+def test_the_hugging_face_caches_a_test_writes_are_the_sessions_own():
+    """datasets and transformers read these once, at import: the session sets them before any test imports them."""
+    import datasets
+    from transformers.utils import hub
+
+    assert Path(datasets.config.HF_DATASETS_CACHE) == Path(os.environ["HF_DATASETS_CACHE"])
+    assert Path(hub.HF_MODULES_CACHE) == Path(os.environ["HF_MODULES_CACHE"])
