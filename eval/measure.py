@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from eval.tasks.utils import TASKS_DIR, doc_to_answer_line
+from scalingdown.compat import hflm_with_generation_hook, load_task_yaml, set_hflm_batch_size
 
 
 @dataclass
@@ -75,12 +76,10 @@ def task_config(name: str, dataset_path: str, max_gen_toks: int | None = None, c
     YAML itself and overrides only the data location, and, for a plain-text model of the ``nll`` variant, puts
     the gold sentence on its own line as the shots show it (lm-eval would glue it to the prompt).
     """
-    from lm_eval.tasks._yaml_loader import load_yaml
-
     file = TASKS_DIR / f"{name}.yaml"
     if not file.is_file():
         raise FileNotFoundError(f"no lm-eval task {name} in {TASKS_DIR}")
-    config = load_yaml(str(file), resolve_func=True)
+    config = load_task_yaml(file)
     config["dataset_path"] = dataset_path
     if max_gen_toks:
         config.setdefault("generation_kwargs", {})["max_gen_toks"] = max_gen_toks
@@ -96,17 +95,15 @@ def timed_lm_class():
     Tokens are counted as the model produced them (ids up to its first pad/eos), not by re-tokenising the
     answer text, which merges runs of whitespace and would undercount a model that writes them.
     """
-    from lm_eval.models.huggingface import HFLM
 
-    class TimedHFLM(HFLM):
+    class TimedHFLM(hflm_with_generation_hook()):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.calls: list[dict] = []
             self.generation_requests: list = []
             self.new_tokens = 0
 
-        def _model_generate(self, context, max_length, stop, **generation_kwargs):
-            output = super()._model_generate(context, max_length, stop, **generation_kwargs)
+        def on_generation(self, context, output):
             new = output[:, context.shape[1] :]
             ends = {self.tokenizer.pad_token_id, self.tokenizer.eos_token_id} - {None}
             finished = torch.zeros_like(new, dtype=torch.bool)
@@ -114,7 +111,6 @@ def timed_lm_class():
                 finished |= new == token
             # tokens before the first pad/eos of each row (later ones are padding of a finished row)
             self.new_tokens += int((finished.cumsum(dim=1) == 0).sum())
-            return output
 
         def generate_until(self, requests, disable_tqdm: bool = False):
             start = time.perf_counter()
@@ -195,7 +191,7 @@ def measure(request: MeasureRequest) -> MeasureResult:
         result.tokens_per_s = result.generated_tokens / seconds if seconds else None
         probe = lm.generation_requests[: request.latency_samples]
         if probe:
-            lm.batch_size_per_gpu = 1
+            set_hflm_batch_size(lm, 1)
             start, before = time.perf_counter(), lm.new_tokens
             for r in probe:
                 lm.generate_until([r], disable_tqdm=True)

@@ -6,10 +6,13 @@
     python -m eval.run --task synthetic_gsm --variants cot,nll     # + log-likelihood of the gold answer
 
 For each model and variant, ``eval.measure`` runs lm-eval in a process of its own (accuracy ± stderr, peak
-memory, latency and tokens/s at the eval batch size and at batch 1). Results are cached under the scalingdown
-cache keyed by the model's weights, the task files, the dataset revision and the settings, so scoring one new
-model does not re-run the others. Then: the ``{task}-leaderboard`` dataset repo (rows, per-answer samples,
-the scaling-down plot and answer in its card), and each student card's ``model-index`` and results section.
+memory, latency and tokens/s at the eval batch size and at batch 1). Results are cached under
+``$SCALINGDOWN_CACHE/eval`` keyed by the model's weights, the task files, the dataset revision and the settings,
+so scoring one new model does not re-run the others. Then: the ``{task}-leaderboard`` dataset repo (rows, per-answer
+samples, the scaling-down plot and answer in its card), and each student card's ``model-index`` and results section.
+
+The task YAMLs and the cache are found from the package; the Hub folder (``HUB_DIR``, default ``./hub``) and the
+report folder (``outputs/eval/<task>``) are relative to the working directory, as for every stage.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from eval.measure import TASKS_DIR, MeasureRequest, MeasureResult
 from eval.models import EvalModel, select, student_models, teacher_models, with_facts
 from eval.plots import plot_scaling_down
 from eval.report import scaling_down_answer
-from scalingdown.cache import cache_dir
+from scalingdown.cache import PROJECT_ROOT, cache_dir
 from scalingdown.hub import HubTarget, dataset_repo_name, folder_revision, leaderboard_repo_name
 
 logger = logging.getLogger("eval.run")
@@ -116,9 +119,12 @@ def run_measure(request: MeasureRequest, log_dir: Path) -> MeasureResult:
         request_file.write_text(json.dumps(asdict(request)))
         command = [sys.executable, "-m", "eval.measure", "--request", str(request_file), "--output", str(output_file)]
         log_file = log_dir / f"{Path(request.model_path).name}-{request.lm_eval_task}.log"
+        # Same working directory as this process, so relative model and dataset paths (the default ./hub) mean
+        # the same there; this checkout first on the path, so `-m eval.measure` is this checkout's from any folder.
+        python_path = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": python_path}
         with open(log_file, "w") as log:
-            env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-            done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=TASKS_DIR.parents[1], env=env)
+            done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         if output_file.is_file():
             return MeasureResult(**json.loads(output_file.read_text()))
         tail = log_file.read_text()[-400:].strip().splitlines()
@@ -203,7 +209,7 @@ def main(args: EvalArguments) -> dict:
             f"{target.kind} target; run `make push-data TASK={args.task}` and `make train TASK={args.task}` first"
         )
     cache = cache_dir("eval", args.task)
-    log_dir = Path("outputs") / "eval" / args.task
+    log_dir = Path("outputs") / "eval" / args.task  # beside ./hub, in the working directory, as the trainers' outputs
     log_dir.mkdir(parents=True, exist_ok=True)
     context = {
         "task": args.task,

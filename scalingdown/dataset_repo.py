@@ -17,6 +17,8 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetInfo, Features, SplitDict, SplitInfo
 
+from scalingdown.compat import dataset_info_yaml
+
 
 @dataclass
 class RepoConfig:
@@ -52,7 +54,7 @@ def write_data_files(folder: Path, configs: list[RepoConfig]) -> dict:
             download_size=download_size,
             dataset_size=sum(s.num_bytes for s in split_infos.values()),
         )
-        infos.append({"config_name": config.name, **info._to_yaml_dict()})
+        infos.append({"config_name": config.name, **dataset_info_yaml(info)})
         card_configs.append(
             {
                 "config_name": config.name,

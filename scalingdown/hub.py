@@ -2,6 +2,8 @@
 
 ``local`` (default) keeps repos in the Hub's own layout under ``HUB_DIR`` (``hub/datasets/ORG/NAME``,
 ``hub/models/ORG/NAME``, ``hub/spaces/ORG/NAME``), each a git repo where every push is a commit.
+``HUB_DIR`` defaults to ``./hub`` relative to the working directory: it is the user's Hub, like a Hub account,
+not project state (the cache, ``scalingdown.cache``, follows the package instead).
 ``hf`` pushes the same folders to the real Hub through ``huggingface_hub``. Everything else in the
 project goes through :class:`HubTarget`, so a stage never knows which one it is talking to.
 """

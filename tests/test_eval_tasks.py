@@ -9,15 +9,17 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from statistics import mean
 
 import datasets
 import pytest
 from conftest import tiny_build_args
 from lm_eval.tasks import TaskManager
-from lm_eval.tasks._yaml_loader import load_yaml
 
 from datasets_builders import push_data
 from datasets_builders.tasks import TASKS, get_task, load_examples
+from eval.measure import task_config as runner_task_config
+from eval.run import EvalArguments
 from eval.tasks.utils import (
     MC_TASK_NAMES,
     NLL_TASK_NAMES,
@@ -33,7 +35,8 @@ from eval.tasks.utils import (
     process_results,
 )
 from scalingdown.answers import format_final_answer
-from scalingdown.prompts import student_prompt
+from scalingdown.compat import load_task_yaml
+from scalingdown.prompts import STOP_STRINGS, student_prompt
 
 REPO = Path(__file__).resolve().parents[1]
 LETTER_AND_YESNO = {"aqua_rat", "arc_easy", "arc_challenge", "openbookqa", "pubmedqa"}
@@ -47,7 +50,7 @@ def task_manager() -> TaskManager:
 def task_config(task_manager: TaskManager, name: str, dataset_path: Path) -> dict:
     """A registered task's YAML (includes and functions resolved) pointed at another dataset: how the runner
     overrides ``dataset_path`` through ``simple_evaluate``."""
-    return load_yaml(task_manager.task_index[name].yaml_path) | {"dataset_path": str(dataset_path)}
+    return load_task_yaml(task_manager.task_index[name].yaml_path) | {"dataset_path": str(dataset_path)}
 
 
 def write_rationale_repo(folder: Path, task: str, shared_data: Path, n_train: int = 3, n_test: int = 4) -> Path:
@@ -86,11 +89,30 @@ def test_every_task_and_its_mc_and_nll_variants_are_found_by_lm_eval(task_manage
     assert task_manager.task_index["scalingdown_nll"].tags == set(NLL_TASK_NAMES.values())
     output_types = {"_mc": "multiple_choice", "_nll": "loglikelihood"}
     for task, name in [*TASK_NAMES.items(), *MC_TASK_NAMES.items(), *NLL_TASK_NAMES.items()]:
-        config = load_yaml(task_manager.task_index[name].yaml_path)  # what the runner reads: self-contained
+        config = load_task_yaml(task_manager.task_index[name].yaml_path)  # what the runner reads: self-contained
         assert config["dataset_path"] == f"hub/datasets/scalingdown/{task}-rationales"
         assert config["output_type"] == output_types.get(name[name.rindex("_") :], "generate_until")
         assert (config["test_split"], config["fewshot_split"]) == ("test", "train")
         assert callable(config["doc_to_text"]) and callable(config["process_docs"])
+
+
+def test_tasks_are_found_from_any_working_directory(tmp_path, monkeypatch):
+    """Discovery, the runner's config and its checks go through the package, not the folder a command runs in."""
+    monkeypatch.chdir(tmp_path)
+    manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
+    assert set(TASK_NAMES.values()) | set(MC_TASK_NAMES.values()) <= set(manager.all_subtasks)
+    config = runner_task_config(MC_TASK_NAMES["arc_easy"], "elsewhere/arc_easy-rationales")
+    assert config["dataset_path"] == "elsewhere/arc_easy-rationales"
+    assert config["doc_to_choice"]({"task": "pubmedqa", "choices": None}) == ["yes", "no", "maybe"]
+    assert EvalArguments(task="arc_easy", variants="cot,mc").variant_list == ["cot", "mc"]
+    with pytest.raises(ValueError, match="no multiple-choice variant"):
+        EvalArguments(task="gsm8k", variants="mc")
+    assert list(tmp_path.iterdir()) == []  # and leave nothing behind there
+
+
+def test_the_eval_stops_are_the_one_set_of_stop_strings():
+    config = load_task_yaml(TASKS_DIR / f"{TASK_NAMES['gsm8k']}.yaml")
+    assert tuple(config["generation_kwargs"]["until"]) == STOP_STRINGS
 
 
 @pytest.mark.parametrize("task", sorted(TASKS))
@@ -177,6 +199,7 @@ def test_stock_cli_runs_every_variant_on_an_overridden_dataset(tmp_path, tiny_te
         "--limit", "3",
         "--gen_kwargs", "max_gen_toks=16",  # a random model never stops on its own; 16 tokens keep the test fast
         "--output_path", str(tmp_path / "results"),
+        "--log_samples",
     ]  # fmt: skip
     # One thread: a tiny model gains nothing from more, and on a shared CPU spinning threads cost seconds.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -186,10 +209,31 @@ def test_stock_cli_runs_every_variant_on_an_overridden_dataset(tmp_path, tiny_te
     (results_file,) = (tmp_path / "results").glob("*/results_*.json")
     results = json.loads(results_file.read_text())["results"]
     generation, mc, nll = (results[name] for name in names)
-    assert 0 <= generation["exact_match,none"] <= generation["parsed,none"] <= 1
-    assert 0 <= mc["acc,none"] <= 1 and 0 <= mc["acc_norm,none"] <= 1
-    # a random model: several nats for each of the sentence's tokens, and never its greedy continuation
-    assert nll["answer_nll,none"] > 10 and nll["answer_nll_stderr,none"] >= 0 and nll["greedy,none"] == 0
+    samples = {
+        name: [json.loads(line) for line in next(results_file.parent.glob(f"samples_{name}_2*.jsonl")).open()]
+        for name in names
+    }
+    # chain of thought: the student prompt, our stop strings, and our extraction scoring what the model wrote
+    for sample in samples[names[0]]:
+        doc, (response,) = sample["doc"], sample["filtered_resps"]
+        prompt, settings = sample["arguments"]["gen_args_0"].values()
+        assert prompt == doc_to_text(doc) and settings["until"] == list(STOP_STRINGS)
+        assert {k: sample[k] for k in ("exact_match", "parsed")} == process_results(doc, [response])
+    for metric in ("exact_match", "parsed"):
+        assert generation[f"{metric},none"] == pytest.approx(mean(s[metric] for s in samples[names[0]]))
+    # multiple choice: each of the row's choices scored, right when the gold one is the most likely
+    for sample in samples[names[1]]:
+        doc = sample["doc"]
+        assert [arg["arg_1"] for arg in sample["arguments"].values()] == [f" {c}" for c in doc["choices"]]
+        loglikelihoods = [float(ll) for ll, _ in sample["filtered_resps"]]
+        best = max(range(len(loglikelihoods)), key=loglikelihoods.__getitem__)
+        assert sample["acc"] == int(best == doc_to_choice_index(doc))
+    assert mc["acc,none"] == pytest.approx(mean(s["acc"] for s in samples[names[1]]))
+    # gold-sentence log-likelihood: a random model gives several nats to each of its tokens, never greedily
+    nlls = [-float(ll) for s in samples[names[2]] for ll, _ in s["filtered_resps"]]
+    assert [s["answer_nll"] for s in samples[names[2]]] == pytest.approx(nlls) and min(nlls) > 10
+    assert nll["answer_nll,none"] == pytest.approx(mean(nlls)) and nll["answer_nll_stderr,none"] > 0
+    assert nll["greedy,none"] == 0
     assert json.loads(results_file.read_text())["n-samples"][MC_TASK_NAMES["arc_easy"]]["effective"] == 3
 
 
@@ -227,8 +271,6 @@ def test_nll_variant_scores_the_gold_sentence_where_the_student_writes_it(tmp_pa
     assistant header, where a label student was trained to write it; without one (the runner's config for base
     models), on the line after the prompt, as the one-shot example shows it."""
     from lm_eval import simple_evaluate
-
-    from eval.measure import task_config as runner_task_config
 
     hub = dict(hub_target="local", hub_dir=str(tmp_path / "hub"), org="testorg")
     push_data.main(tiny_build_args(tmp_path / "work", tiny_teacher_dir, limit=2, test_limit=2, **hub))

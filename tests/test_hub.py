@@ -71,9 +71,10 @@ class _RecordingApi:
     """Stands in for huggingface_hub.HfApi: records calls instead of reaching the network."""
 
     calls: list = []
+    tokens: list = []
 
     def __init__(self, token=None):
-        self.token = token
+        self.tokens.append(token)
 
     def create_repo(self, repo_id, **kwargs):
         self.calls.append(("create_repo", repo_id, kwargs))
@@ -87,13 +88,16 @@ class _RecordingApi:
         return Info()
 
 
-def test_hf_target_uses_create_repo_and_upload_folder_and_never_writes_the_token(monkeypatch, tmp_path):
+def test_hf_target_uses_create_repo_and_upload_folder_and_never_writes_the_token(monkeypatch, tmp_path, caplog):
+    import logging
+
     import huggingface_hub
 
     secret = "hf_SECRETtoken1234567890"
     monkeypatch.setenv("HF_TOKEN", secret)
     monkeypatch.setattr(huggingface_hub, "HfApi", _RecordingApi)
-    _RecordingApi.calls = []
+    _RecordingApi.calls, _RecordingApi.tokens = [], []
+    caplog.set_level(logging.DEBUG)
     target = HubTarget.from_env(kind="hf", org="me")
     assert secret not in repr(target)
     folder = tmp_path / "f"
@@ -110,4 +114,6 @@ def test_hf_target_uses_create_repo_and_upload_folder_and_never_writes_the_token
     )
     assert upload["repo_id"] == "me/gsm8k-rationales" and upload["delete_patterns"] == ["data/*"]
     assert target.url("dataset", "gsm8k-rationales") == "https://huggingface.co/datasets/me/gsm8k-rationales"
-    assert all(secret not in p.read_text() for p in folder.rglob("*") if p.is_file())
+    # the token authenticates the client, and reaches neither what is uploaded (arguments, message) nor a log
+    assert _RecordingApi.tokens == [secret]
+    assert secret not in repr(_RecordingApi.calls) and secret not in caplog.text
