@@ -39,6 +39,7 @@ from datasets_builders.teacher_shards import TeacherRequest, generate_into_shard
 from datasets_builders.teachers import DEFAULT_TEACHERS, resolve_model_source, teacher_name
 from model_cards import template_path
 from scalingdown.answers import format_final_answer
+from scalingdown.cache import cache_dir
 from scalingdown.dataset_repo import RepoConfig, write_data_files
 from scalingdown.hub import HubTarget, dataset_repo_name
 from scalingdown.prompts import student_messages
@@ -106,13 +107,16 @@ class PushDataArguments:
         },
     )
     logits_batch_size: int = field(default=8, metadata={"help": "Sequences per teacher forward pass for --logits."})
-    work_dir: str = field(default="outputs/push-data", metadata={"help": "Where shards are kept between runs."})
+    work_dir: str | None = field(
+        default=None, metadata={"help": "Where shards are kept between runs. Default: <SCALINGDOWN_CACHE>/push-data."}
+    )
     hub_target: str | None = field(default=None, metadata={"help": "local (default) or hf; env HUB_TARGET."})
     hub_dir: str | None = field(default=None, metadata={"help": "Root of the local Hub; env HUB_DIR (./hub)."})
     org: str | None = field(default=None, metadata={"help": "Organisation of the repos; env ORG."})
     push: bool = field(default=True, metadata={"help": "Push the dataset repo (else only build shards)."})
 
     def __post_init__(self) -> None:
+        self.work_dir = self.work_dir or str(cache_dir("push-data"))
         get_task(self.task)  # fails early, listing valid task names
         if self.mode not in PROMPT_MODES:
             raise ValueError(f"--mode must be one of {PROMPT_MODES}, got {self.mode!r}")

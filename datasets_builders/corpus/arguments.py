@@ -8,6 +8,7 @@ from datasets_builders.corpus.topics import MAX_REQUESTS
 from datasets_builders.tasks import get_task
 from datasets_builders.teacher_base import GenerationSettings
 from datasets_builders.teachers import DEFAULT_TEACHERS
+from scalingdown.cache import cache_dir
 from scalingdown.hub import CORPUS_REPO_NAME
 
 SOURCES = ("synthetic", "task", "files", "hub")
@@ -74,13 +75,16 @@ class CorpusArguments:
     )
     ngram: int = field(default=13, metadata={"help": "n of the n-gram decontamination rule (GPT-3: 13)."})
     # where
-    work_dir: str = field(default="outputs/corpus", metadata={"help": "Where synthetic shards are kept between runs."})
+    work_dir: str | None = field(
+        default=None, metadata={"help": "Where synthetic shards are kept (default: the cache root's corpus/)."}
+    )
     hub_target: str | None = field(default=None, metadata={"help": "local (default) or hf; env HUB_TARGET."})
     hub_dir: str | None = field(default=None, metadata={"help": "Root of the local Hub; env HUB_DIR (./hub)."})
     org: str | None = field(default=None, metadata={"help": "Organisation of the repos; env ORG."})
     push: bool = field(default=True, metadata={"help": "Push the dataset repo."})
 
     def __post_init__(self) -> None:
+        self.work_dir = self.work_dir or str(cache_dir("corpus"))
         get_task(self.task)
         unknown = sorted(set(self.source_list) - set(SOURCES))
         if unknown or not self.source_list:
