@@ -18,10 +18,11 @@ from datasets_builders.corpus import main as build_corpus
 from datasets_builders.push_data import main as push_data
 from eval.report import pretraining_comparison, scaling_down_answer
 from trainers.cost import DevicePrice, device_price, dollar_cost, format_dollars, format_duration
-from trainers.pretrain import PretrainArguments, TrainingClock
+from trainers.pretrain import PretrainArguments
 from trainers.pretrain import cli as pretrain_cli
 from trainers.sft import ScriptArguments, build_run
 from trainers.sizes import SizeError, get_size
+from trainers.stage import TrainingClock
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "pretrain" / "scratch.yaml"
