@@ -267,7 +267,9 @@ def build_run(
     inputs = pin_inputs(script_args.dataset_name, dataset_repo_name(script_args.task), size, target)
     if script_args.method == "kd":
         kd_args = kd_args or DistillationArguments()
-    settings = run_settings(inputs, training_args, script_args, model_args, kd_args if kd_args else None)
+    settings = run_settings(
+        inputs, training_args, script_args, model_args, kd_args if script_args.method == "kd" else None
+    )
     output_dir, last_checkpoint = prepare_output_dir(training_args, "train", repo, settings)
 
     location = inputs.dataset_location

@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import subprocess
@@ -27,8 +28,8 @@ from pathlib import Path
 
 import transformers
 from huggingface_hub import ModelCard, ModelCardData
-from transformers import TrainerCallback, set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import TrainerCallback, TrainerState, set_seed
+from transformers.trainer_utils import TrainOutput, get_last_checkpoint
 from trl import TrlParser
 
 from model_cards import template_path
@@ -268,6 +269,28 @@ class Measurement:
         )
 
 
+def finished(checkpoint: str, training_args) -> bool:
+    """Whether a checkpoint already reached this run's ``max_steps`` (epoch-based runs: the trainer decides)."""
+    state = json.loads(Path(checkpoint, "trainer_state.json").read_text())
+    return 0 < training_args.max_steps <= state.get("global_step", 0)
+
+
+def load_finished_checkpoint(trainer, checkpoint: str) -> None:
+    """The checkpoint's weights (full, or the LoRA adapter) and trainer state, without a training step."""
+    from peft import PeftModel, set_peft_model_state_dict
+    from safetensors.torch import load_file, load_model
+
+    model = trainer.model
+    if isinstance(model, PeftModel):
+        set_peft_model_state_dict(model, load_file(str(Path(checkpoint, "adapter_model.safetensors"))))
+    else:
+        missing, unexpected = load_model(model, Path(checkpoint, "model.safetensors"), strict=False)
+        tied = {name for name in missing if name.endswith("lm_head.weight")}  # saved once, as the embeddings
+        if set(missing) - tied or unexpected:
+            raise ValueError(f"{checkpoint} does not fit the model: missing {sorted(missing)[:3]}, extra {unexpected}")
+    trainer.state = TrainerState.load_from_json(str(Path(checkpoint, "trainer_state.json")))
+
+
 def train(trainer, last_checkpoint: str | None, params: dict[str, int], resume_from: str | None = None):
     """Train from the checkpoint (if any), save the trainer state, and measure: ``(TrainOutput, Measurement)``.
 
@@ -278,10 +301,18 @@ def train(trainer, last_checkpoint: str | None, params: dict[str, int], resume_f
     if resume:
         start_tokens = json.loads(Path(resume, "trainer_state.json").read_text()).get("num_input_tokens_seen", 0)
     clock = TrainingClock(resume)
-    trainer.add_callback(clock)
-    result = trainer.train(resume_from_checkpoint=resume)
-    seconds = clock.this_run()
-    trainer.save_state()
+    if resume and finished(resume, trainer.args):
+        # Trainer.train resumed mid-epoch at max_steps still takes one more step (transformers 5.24), so a finished
+        # checkpoint is loaded, not trained on.
+        logger.info("%s already reached max_steps=%d: nothing to train", resume, trainer.args.max_steps)
+        load_finished_checkpoint(trainer, resume)
+        result = TrainOutput(trainer.state.global_step, float("nan"), {})
+        seconds = 0.0
+    else:
+        trainer.add_callback(clock)
+        result = trainer.train(resume_from_checkpoint=resume)
+        seconds = clock.this_run()
+        trainer.save_state()
     tokens_total = trainer.state.num_input_tokens_seen  # already summed over every process
     measured = Measurement(
         params=params,
@@ -291,7 +322,7 @@ def train(trainer, last_checkpoint: str | None, params: dict[str, int], resume_f
         steps=trainer.state.global_step,
         resumed_from=Path(resume).name if resume else None,
         losses=[entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
-        final_train_loss=result.training_loss,
+        final_train_loss=None if math.isnan(result.training_loss) else result.training_loss,
     )
     return result, measured
 
@@ -435,7 +466,8 @@ def publish(publication: Publication, trainer, output_dir: Path, measured: Measu
     figures = measured.figures() | (publication.figures(measured) if publication.figures else {})
     (folder / "training_cost.json").write_text(json.dumps(figures, indent=1, default=str))
     (folder / SETTINGS_FILE).write_text((output_dir / SETTINGS_FILE).read_text())
-    commit = target.push_folder(folder, "model", publication.repo, publication.commit_message)
+    # The repo's logs are those of the run that made its weights, not of an older run with other settings.
+    commit = target.push_folder(folder, "model", publication.repo, publication.commit_message, ["runs/*"])
     location = target.location("model", publication.repo)
     print(f"pushed {location} @ {commit[:10]}")
     return location
