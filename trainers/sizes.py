@@ -5,14 +5,11 @@
 Three initialisations:
 
 * ``scratch`` — a Llama in the SmolLM2 family (its tokenizer, vocabulary 49152, tied embeddings), random
-  weights. Names are the NON-embedding parameter count, which for a Llama with hidden size ``h``,
-  ``L`` layers, ``kv`` key/value width (``h / heads * kv_heads``) and MLP width ``i`` is::
+  weights. Names are the NON-embedding parameter count: at these widths the ``vocab x hidden`` embedding is most
+  of the total, so the ladder is named by the part that grows with depth and width.
 
-      non_embedding = L * (2*h*h + 2*h*kv + 3*h*i + 2*h) + h
-      embedding     = vocab * h          (counted once: the output head is tied to it)
-
-  At these widths the embedding dominates the total (49152 x 128 = 6.3M for ``1M``), which is why the
-  ladder is named by the part that grows with depth and width.
+Parameters are counted one way for the whole project, ``count_parameters`` (tied heads once, embeddings apart), from
+a model built on the meta device here and from safetensors headers in ``eval/models.py``.
 * ``pretrained`` — a released checkpoint: ``135M`` is SmolLM2-135M-Instruct from its packaged GGUF (works
   offline); the larger ones are Hub ids for machines with a GPU and a network.
 * ``pruned`` — the teacher with its embeddings and an evenly spaced subset of its layers, weights copied.
