@@ -17,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from datasets_builders.push_data import main as push_data
 from eval.plots import loss_curve
 from trainers.sft import main as train
-from trainers.stage import SETTINGS_FILE, SettingsChanged, differences, prepare_output_dir
+from trainers.stage import SETTINGS_FILE, SettingsChanged, differences, prepare_output_dir, save_settings
 
 STEPS = 3
 
@@ -74,6 +74,7 @@ def test_resuming_an_explicit_output_dir_with_other_settings_is_refused(tmp_path
     output_dir, checkpoint = prepare_output_dir(args, "train", "repo", settings)
     assert output_dir == tmp_path / "out" and checkpoint is None
     assert "tensorboard" in args.report_to and args.include_num_input_tokens_seen == "non_padding"
+    save_settings(output_dir, settings)
     (output_dir / "checkpoint-2").mkdir()
     (output_dir / "checkpoint-2" / "trainer_state.json").write_text("{}")
 

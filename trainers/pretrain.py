@@ -48,6 +48,7 @@ from trainers.stage import (
     prepare_output_dir,
     run_settings,
     run_stage,
+    save_settings,
     settings_key,
     setup,
 )
@@ -206,6 +207,7 @@ def main(script_args: PretrainArguments, training_args: SFTConfig, model_args: M
     rows = load_corpus(script_args, inputs.dataset_location)
     logger.info("%d documents from %s", len(rows), inputs.dataset_location)
     trainer, tokenizer = build_trainer(size, rows, training_args, model_args)
+    save_settings(output_dir, settings)
     price = device_price(script_args.device_kind, script_args.price_per_device_hour, training_args.world_size)
 
     def save(folder):

@@ -44,6 +44,7 @@ from trainers.stage import (
     prepare_output_dir,
     run_settings,
     run_stage,
+    save_settings,
     settings_key,
     setup,
     train,
@@ -303,6 +304,7 @@ def build_run(
         trainer = kd_trainer(**common, kd_args=kd_args, teacher_model=teacher_model)
     else:
         trainer = StudentSFTTrainer(**common)
+    save_settings(output_dir, settings)
     return TrainingRun(
         trainer=trainer,
         tokenizer=tokenizer,

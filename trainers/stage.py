@@ -165,6 +165,7 @@ def differences(saved: dict, settings: dict, prefix: str = "") -> list[str]:
 
 def prepare_output_dir(training_args, stage: str, repo: str, settings: dict) -> tuple[Path, str | None]:
     """``(output folder, checkpoint to resume from)``; also turns on what every run logs (TensorBoard, tokens).
+    ``save_settings`` records the settings once the run is built.
 
     Without ``--output_dir`` the folder is ``outputs/<stage>/<repo>-<settings key>``; a folder whose saved settings
     differ from this run's is refused when there is a checkpoint to resume.
@@ -185,12 +186,16 @@ def prepare_output_dir(training_args, stage: str, repo: str, settings: dict) -> 
             )
     if last_checkpoint:
         logger.info("resuming from %s", last_checkpoint)
-    if int(os.environ.get("RANK", "0")) == 0:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        saved_file.write_text(json.dumps(settings, indent=1, sort_keys=True))
     log_to_tensorboard(training_args)
     count_input_tokens(training_args)
     return output_dir, last_checkpoint
+
+
+def save_settings(output_dir: Path, settings: dict) -> None:
+    """Write ``run_settings.json`` once the run is built (a run refused while building leaves no folder)."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / SETTINGS_FILE).write_text(json.dumps(settings, indent=1, sort_keys=True))
 
 
 def log_to_tensorboard(training_args) -> None:
