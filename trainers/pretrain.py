@@ -238,7 +238,7 @@ def main(script_args: PretrainArguments, training_args: SFTConfig, model_args: M
         save=save,
         template="pretrain_card.md",
         tags=["pretraining", "method-pretrain"],
-        commit_message=f"Pre-train {size.name}",
+        commit_message=lambda measured: f"Pre-train {size.name} ({measured.tokens_total:,} tokens)",
         card=card,
         figures=lambda measured: {"dollars": money(measured, price)},
         report=lambda measured: cost_lines(measured, money(measured, price)),

@@ -447,7 +447,7 @@ class Publication:
     save: Callable[[Path], None]  # writes weights, tokenizer (and any extra file) into the folder
     template: str  # a file in model_cards/
     tags: list[str]
-    commit_message: str
+    commit_message: str | Callable[[Measurement], str]
     card: Callable[[Measurement], CardContext]
     figures: Callable[[Measurement], dict] | None = None  # the trainer's own lines of training_cost.json
     report: Callable[[Measurement], list[str]] | None = None  # what it prints after training, pushed or not
@@ -472,7 +472,9 @@ def publish(publication: Publication, trainer, output_dir: Path, measured: Measu
     (folder / "training_cost.json").write_text(json.dumps(figures, indent=1, default=str))
     (folder / SETTINGS_FILE).write_text((output_dir / SETTINGS_FILE).read_text())
     # The repo's logs are those of the run that made its weights, not of an older run with other settings.
-    commit = target.push_folder(folder, "model", publication.repo, publication.commit_message, ["runs/*"])
+    message = publication.commit_message
+    message = message if isinstance(message, str) else message(measured)
+    commit = target.push_folder(folder, "model", publication.repo, message, ["runs/*"])
     location = target.location("model", publication.repo)
     print(f"pushed {location} @ {commit[:10]}")
     return location
