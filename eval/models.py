@@ -13,6 +13,7 @@ import fnmatch
 import hashlib
 import json
 import logging
+import math
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -82,13 +83,12 @@ def ensemble_members(folder: str | Path) -> list[Path | None] | None:
 
 
 def parameter_counts(folder: str | Path) -> dict[str, int] | None:
-    """Total and non-embedding parameters from the safetensors headers (no tensors are read).
-
-    A tied output head is stored once and counted once; an untied ``lm_head`` counts as embedding, the
-    convention of the scaling-law papers (Kaplan et al.) that the size ladder uses too. An ensemble counts every
-    parameter of every member: what it holds in memory and computes with.
-    """
+    """Total and non-embedding parameters from the safetensors headers (no tensors are read), counted by
+    ``trainers.sizes.count_parameters`` like every other count. An ensemble counts every parameter of every
+    member: what it holds in memory and computes with."""
     from safetensors import safe_open
+
+    from trainers.sizes import count_parameters
 
     members = ensemble_members(folder)
     if members is not None:
@@ -99,18 +99,11 @@ def parameter_counts(folder: str | Path) -> dict[str, int] | None:
     files = sorted(Path(folder).glob("*.safetensors"))
     if not files:
         return None
-    total = embedding = 0
+    shapes = []
     for file in files:
         with safe_open(str(file), framework="pt") as handle:
-            for key in handle.keys():
-                shape = handle.get_slice(key).get_shape()
-                numel = 1
-                for dim in shape:
-                    numel *= dim
-                total += numel
-                if key.endswith(("embed_tokens.weight", "lm_head.weight", "wte.weight")):
-                    embedding += numel
-    return {"total": total, "non_embedding": total - embedding}
+            shapes += [(key, math.prod(handle.get_slice(key).get_shape())) for key in handle.keys()]
+    return count_parameters(shapes)
 
 
 def weights_key(folder: str | Path) -> str:

@@ -1,4 +1,5 @@
-"""Every figure the project draws: the scaling-down plot of the leaderboard and the ensemble's rounds.
+"""Every figure the project draws: the scaling-down plot of the leaderboard, the ensemble's rounds and a
+training run's loss curve.
 
 Each function returns a bare ``matplotlib.figure.Figure`` (no pyplot state), so a long-running Space can draw one
 per request without leaking figures.
@@ -106,3 +107,28 @@ def rounds_figure(log: list[dict]) -> Figure:
     fig.suptitle("Ensemble rounds: each round adds one student")
     fig.tight_layout()
     return fig
+
+
+def loss_curve(log_history: list[dict], path: str | Path, title: str = "") -> Path | None:
+    """The training loss per step (and the eval loss, when logged) from ``trainer.state.log_history``, saved as a
+    PNG at ``path``; None when nothing was logged."""
+    from matplotlib.figure import Figure
+
+    train = [(entry["step"], entry["loss"]) for entry in log_history if "loss" in entry and "step" in entry]
+    evaluation = [(entry["step"], entry["eval_loss"]) for entry in log_history if "eval_loss" in entry]
+    if not train and not evaluation:
+        return None
+    figure = Figure(figsize=(6, 3.5), dpi=100)
+    axes = figure.add_subplot()
+    for points, label, style in ((train, "train loss", "-"), (evaluation, "eval loss", "o--")):
+        if points:
+            steps, values = zip(*points, strict=True)
+            axes.plot(steps, values, style, label=label)
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss (nats per token)")
+    axes.set_title(title, fontsize=9)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path)  # a bare Figure renders with Agg: no pyplot state, safe in any thread
+    return Path(path)

@@ -11,6 +11,7 @@ from peft import LoraConfig
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from trl import SFTConfig, SFTTrainer
 
+from scalingdown.compat import FusedCausalLMOutput, student_forward_versions_differ
 from scalingdown.prompts import chatml_training_template
 from trainers import student_trainer
 from trainers.student_trainer import StudentSFTTrainer, compact_head_supported
@@ -94,3 +95,24 @@ def test_scaled_logits_keep_trls_head():
     model = tiny_model(64)
     model.config.final_logit_softcapping = 30.0
     assert not compact_head_supported(model)
+
+
+def test_compat_student_forward_hook_is_checked_against_the_installed_trl(tokenizer, tmp_path):
+    """scalingdown.compat's student forward hook relies on TRL patching ``forward`` with ``fused_lm_head=``: a TRL
+    or transformers upgrade fails here until the hook is re-checked and its pin moved."""
+    assert student_forward_versions_differ() == {}, "re-check scalingdown/compat.py's student forward hook"
+    model = tiny_model(len(tokenizer))
+    class_forward = type(model).forward
+    args = SFTConfig(output_dir=str(tmp_path), report_to="none", bf16=False, max_length=64)
+    rows = Dataset.from_list(
+        [{"messages": [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2"}]}]
+    )
+    # What the hook wraps: TRL's own patched forward (TRL no longer patching it would make the hook dead code).
+    trl_trainer = SFTTrainer(model=copy.deepcopy(model), args=args, train_dataset=rows, processing_class=tokenizer)
+    trl_forward = trl_trainer.model.forward.__func__
+    assert trl_forward is not class_forward and "fused_lm_head" in trl_forward.__code__.co_varnames
+    trainer = StudentSFTTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer)
+    patched = trainer.model.forward
+    assert patched.__func__ is not class_forward and patched.__func__.__module__ == "scalingdown.compat"
+    assert isinstance(patched(**trainer.data_collator([trainer.train_dataset[0]]), fused_lm_head=True),
+                      FusedCausalLMOutput)  # fmt: skip

@@ -23,7 +23,7 @@ from scalingdown.dataset_repo import RepoConfig, write_data_files
 from scalingdown.hub import HubTarget
 from trainers.sft import ScriptArguments, build_run, load_training_rows
 from trainers.sft import main as train
-from trainers.sizes import SIZES, SizeError, get_size, measured_parameter_counts, prune_layers
+from trainers.sizes import SIZES, SizeError, get_size, model_parameter_counts, prune_layers
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,8 +37,10 @@ def test_scratch_sizes_land_near_their_names():
         target = float(name.removesuffix("M")) * 1e6
         assert 0.65 * target <= counts["non_embedding"] <= 1.35 * target, (name, counts)
         assert counts["total"] - counts["non_embedding"] == 49152 * get_size(name).architecture["hidden_size"]
-    # The analytic count is what a built model really holds (tied head counted once).
-    assert measured_parameter_counts(get_size("1M").build_model()) == get_size("1M").parameter_counts()
+    # The count from the config is what a built model really holds: the tied head once, every tensor counted.
+    model = get_size("1M").build_model()
+    assert model_parameter_counts(model) == get_size("1M").parameter_counts()
+    assert get_size("1M").parameter_counts()["total"] == sum(p.numel() for p in set(model.parameters()))
 
 
 def test_unknown_size_lists_the_valid_ones():
@@ -48,9 +50,15 @@ def test_unknown_size_lists_the_valid_ones():
     assert isinstance(error.value, ValueError)
 
 
-def test_pretrained_and_pruned_sizes_are_declared_without_downloading():
+def test_hub_only_sizes_count_what_their_publishers_report_without_downloading():
+    """The figures of the Qwen2.5 model cards (total / non-embedding, in billions) and SmolLM2's names."""
     assert get_size("360M").base_model == "HuggingFaceTB/SmolLM2-360M-Instruct"
-    assert get_size("qwen2.5-0.5b").parameter_counts()["total"] == 494_032_768
+    published = {"qwen2.5-0.5b": (0.49, 0.36), "qwen2.5-1.5b": (1.54, 1.31)}
+    for name, (total, non_embedding) in published.items():
+        counts = get_size(name).parameter_counts()
+        assert (round(counts["total"] / 1e9, 2), round(counts["non_embedding"] / 1e9, 2)) == (total, non_embedding)
+    assert round(get_size("360M").parameter_counts()["total"] / 1e6) == 362
+    assert round(get_size("1.7B").parameter_counts()["total"] / 1e9, 1) == 1.7
     assert get_size("135M-prune-8L").keep_layers == 8 and get_size("135M").init == "pretrained"
 
 
@@ -309,7 +317,7 @@ def test_a_rerun_resumes_from_the_last_checkpoint(hub_env, tmp_path):
     # The first two steps' logs come from the checkpoint: this run trained only steps 3 and 4.
     assert [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2, 3, 4]
     cost = json.loads((Path(location) / "training_cost.json").read_text())
-    assert 0 < cost["tokens"] < state["num_input_tokens_seen"]
+    assert 0 < cost["this_run"]["tokens"] < cost["total"]["tokens"] == state["num_input_tokens_seen"]
 
 
 @pytest.mark.teacher

@@ -2,10 +2,8 @@
 
 With a 49k (SmolLM2) or 150k+ (Qwen, Gemma) vocabulary, the student's logits at the labelled positions are a
 large part of a distillation step's memory: the logits, their log-softmax, and in the backward pass their
-gradients, each ``N x V x 4`` bytes (0.2 GB for a batch of 8 rationales of ~130 tokens at V = 49152, per tensor).
-The teacher's top-k are small (``N x k``), so offline KD only needs the student's full distribution one position
-at a time. Measured (bench/bench_kd.py, 8M student): chunks of 128 positions take 0.34 GB off the peak of one
-chunk per micro-batch.
+gradients, each ``N x V x 4`` bytes. The teacher's top-k are small (``N x k``), so offline KD only needs the
+student's full distribution one position at a time (bench/bench_kd.py measures the saving).
 
 ``ChunkedDistillation`` computes, chunk by chunk of ``chunk_tokens`` positions, the head's logits, the same
 per-token KD and NLL terms as ``trainers.kd_losses`` (one log-softmax for both), their weighted sum, and, in the

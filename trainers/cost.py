@@ -6,14 +6,11 @@ Shared by every trainer (SFT, KD, pre-training) and the bench scripts, so all re
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
 
 import torch
-
-from scalingdown.cache import cache_dir
 
 
 def device_name() -> str:
@@ -23,16 +20,12 @@ def device_name() -> str:
 
 
 def measure_peak_flops(dtype: torch.dtype | None = None) -> dict:
-    """Peak matmul FLOP/s of this device: a square-matmul probe, keeping the best figure ever seen per device.
+    """Peak matmul FLOP/s of this device now: the best of three square-matmul probes, taken by the run that uses it.
 
-    A probe taken while other work shares the device reads low, so each call probes again (well under a
-    second) and the cache only ever goes up; MFU figures are then against the device's real peak.
+    Nothing is remembered between runs, so a card's MFU depends on its own run only.
     """
     cuda = torch.cuda.is_available()
     dtype = dtype or (torch.bfloat16 if cuda else torch.float32)
-    key = f"{device_name()}|{dtype}"
-    cache = cache_dir("bench") / "peak_flops.json"
-    known = json.loads(cache.read_text()) if cache.exists() else {}
     n, reps = (8192, 20) if cuda else (1024, 8)
     a = torch.randn(n, n, dtype=dtype, device="cuda" if cuda else "cpu")
     b = torch.randn_like(a)
@@ -47,17 +40,12 @@ def measure_peak_flops(dtype: torch.dtype | None = None) -> dict:
         if cuda:
             torch.cuda.synchronize()
         best = min(best, (time.perf_counter() - start) / reps)
-    result = {"flops": 2 * n**3 / best, "probe": f"{n}x{n} {str(dtype).removeprefix('torch.')} matmul"}
-    if key in known and known[key]["flops"] >= result["flops"]:
-        return known[key]
-    known[key] = result
-    cache.write_text(json.dumps(known, indent=1))
-    return result
+    return {"flops": 2 * n**3 / best, "probe": f"{n}x{n} {str(dtype).removeprefix('torch.')} matmul"}
 
 
-def training_cost(params_total: int, tokens: int, seconds: float) -> dict:
-    """tokens/s, model FLOPs (6·N·tokens) and MFU against the measured peak."""
-    peak = measure_peak_flops()
+def training_cost(params_total: int, tokens: int, seconds: float, peak: dict | None = None) -> dict:
+    """tokens/s, model FLOPs (6·N·tokens) and MFU against ``peak`` (default: probed now)."""
+    peak = peak or measure_peak_flops()
     flops = 6 * params_total * tokens
     return {
         "tokens": tokens,

@@ -6,40 +6,49 @@
 
 Methods: ``sft`` trains on the teachers' rationales (with several teachers, TinyLLM multi-task: a system turn
 "Explain like <teacher>" keeps their styles apart); ``label`` is the answer-only baseline ("The answer is X.").
-The loss covers assistant tokens only. Checkpoints land in ``--output_dir`` and a re-run resumes from the last
-one. The result is pushed as ``{task}-{method}-{size}[-lora]``: a plain (merged) transformers model, its
-tokenizer and chat template, and a card with the training cost (tokens/s, MFU).
+``kd`` distils the teacher's logits (``trainers/kd.py``). The loss covers assistant tokens only.
+
+This module holds the data, the model and the loss; ``trainers/stage.py`` runs the rest (output folder from the
+settings, resume, measure, card, push). The result is pushed as ``{task}-{method}-{size}[-lora]``: a plain (merged)
+transformers model, its tokenizer and chat template, its TensorBoard logs, a loss curve and a card with the cost.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import transformers
 from datasets import Dataset, get_dataset_config_names, load_dataset
-from huggingface_hub import ModelCard, ModelCardData
-from transformers import AutoTokenizer, set_seed
-from transformers.trainer_utils import get_last_checkpoint
-from trl import ModelConfig, SFTConfig, TrlParser, get_peft_config
+from transformers import AutoTokenizer
+from trl import ModelConfig, SFTConfig, get_peft_config
 
 from datasets_builders.logits import STUDENT_SYSTEM, LogitsError, tokenizer_identity
-from model_cards import template_path
 from scalingdown.answers import format_final_answer
-from scalingdown.hub import HubTarget, dataset_repo_name, folder_revision, model_repo_name
+from scalingdown.hub import HubTarget, dataset_repo_name, model_repo_name
 from scalingdown.prompts import SMOLLM2_DEFAULT_SYSTEM, chatml_training_template
-from trainers.cost import training_cost
 from trainers.kd import DistillationArguments, KDTrainer, load_online_teacher, offline_rows, online_rows
-from trainers.sizes import StudentSize, format_params, get_size
+from trainers.sizes import StudentSize, get_size
+from trainers.stage import (
+    CardContext,
+    Inputs,
+    Measurement,
+    Publication,
+    code_revision,  # noqa: F401  (trainers.ensemble imports it from here)
+    hyperparameters,
+    parse,
+    pin_inputs,
+    prepare_output_dir,
+    run_settings,
+    run_stage,
+    save_settings,
+    settings_key,
+    setup,
+    train,
+)
 from trainers.student_trainer import StudentSFTTrainer
 
 logger = logging.getLogger("trainers.sft")
@@ -177,32 +186,7 @@ def load_model(size: StudentSize, model_args: ModelConfig, tokenizer, seed: int)
     return model
 
 
-# -- cost -------------------------------------------------------------------------------------------
-
-
-# -- card and push ----------------------------------------------------------------------------------
-
-
-def code_revision() -> str:
-    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return result.stdout.strip() or "unknown"
-
-
-def render_model_card(context: dict) -> ModelCard:
-    """The model card: YAML metadata for the Hub plus the training story and cost."""
-    size: StudentSize = context["size_spec"]
-    card_data = ModelCardData(
-        base_model=size.base_model,
-        datasets=[context["dataset_repo"]],
-        tags=["scalingdown", "distillation", context["task"], f"method-{context['method']}", f"size-{size.name}"]
-        + (["lora"] if context["lora"] else [])
-        + ([f"kd-{context['kd']['kd_loss']}", f"kd-{context['kd']['kd_source']}"] if context.get("kd") else []),
-        license="apache-2.0",
-        library_name="transformers",
-        pipeline_tag="text-generation",
-        model_name=context["model_name"],
-    )
-    return ModelCard.from_template(card_data, template_path=template_path("model_card.md"), **context)
+# -- the stage ----------------------------------------------------------------------------------------
 
 
 def save_for_push(trainer: StudentSFTTrainer, tokenizer, folder: Path, lora: bool) -> None:
@@ -217,12 +201,9 @@ def save_for_push(trainer: StudentSFTTrainer, tokenizer, folder: Path, lora: boo
     tokenizer.save_pretrained(folder)
 
 
-# -- the stage ----------------------------------------------------------------------------------------
-
-
 @dataclass
 class TrainingRun:
-    """Everything ``main`` built before training: the trainer and what the card needs to say about it."""
+    """Everything ``build_run`` built before training: the trainer and what the card needs to say about it."""
 
     trainer: StudentSFTTrainer  # KDTrainer for --method kd
     tokenizer: object
@@ -230,8 +211,8 @@ class TrainingRun:
     repo: str
     output_dir: Path
     last_checkpoint: str | None
-    dataset_repo: str
-    dataset_revision: str | None
+    inputs: Inputs
+    settings: dict
     rows: Dataset
     teachers: list[str]
     tagged: bool
@@ -240,18 +221,13 @@ class TrainingRun:
     kd_info: dict | None = None
     example_user: str = ""
 
+    @property
+    def dataset_repo(self) -> str:
+        return self.inputs.dataset_repo
 
-def output_dir_and_checkpoint(training_args, stage: str, repo: str) -> tuple[Path, str | None]:
-    """``outputs/<stage>/<repo>`` unless ``--output_dir`` is given, and the checkpoint a re-run resumes from."""
-    if training_args.output_dir in (None, "trainer_output"):
-        training_args.output_dir = str(Path("outputs") / stage / repo)
-    output_dir = Path(training_args.output_dir)
-    last_checkpoint = None
-    if output_dir.is_dir() and training_args.resume_from_checkpoint is None:
-        last_checkpoint = get_last_checkpoint(str(output_dir))
-        if last_checkpoint:
-            logger.info("resuming from %s", last_checkpoint)
-    return output_dir, last_checkpoint
+    @property
+    def dataset_revision(self) -> str | None:
+        return self.inputs.dataset_revision
 
 
 def distillation_data(
@@ -282,18 +258,22 @@ def build_run(
     kd_args: DistillationArguments | None = None,
     kd_trainer: Callable[..., KDTrainer] = KDTrainer,
 ) -> TrainingRun:
-    """Data, tokenizer, model and the TRL trainer for one run (resuming from the last checkpoint if any).
+    """Inputs pinned, output folder from the settings, then data, tokenizer, model and the TRL trainer.
 
     ``kd_trainer`` builds the ``--method kd`` trainer (``trainers.ensemble`` passes one that weights tokens).
     """
     size = get_size(script_args.size)
     target = HubTarget.from_env()
     repo = model_repo_name(script_args.task, script_args.method, size.name, bool(model_args.use_peft))
-    output_dir, last_checkpoint = output_dir_and_checkpoint(training_args, "train", repo)
+    inputs = pin_inputs(script_args.dataset_name, dataset_repo_name(script_args.task), size, target)
+    if script_args.method == "kd":
+        kd_args = kd_args or DistillationArguments()
+    settings = run_settings(
+        inputs, training_args, script_args, model_args, kd_args if script_args.method == "kd" else None
+    )
+    output_dir, last_checkpoint = prepare_output_dir(training_args, "train", repo, settings)
 
-    data_repo = dataset_repo_name(script_args.task)
-    location = script_args.dataset_name or target.location("dataset", data_repo)
-    revision = folder_revision(location) if script_args.dataset_name else target.revision("dataset", data_repo)
+    location = inputs.dataset_location
     rows, teachers, tagged = load_training_rows(script_args, location)
     default_teacher = script_args.default_teacher or teachers[0]
     default_system = teacher_instruction(default_teacher) if tagged else SMOLLM2_DEFAULT_SYSTEM
@@ -303,7 +283,6 @@ def build_run(
 
     kd_info, example_user = None, rows[0]["messages"][-2]["content"]
     if script_args.method == "kd":
-        kd_args = kd_args or DistillationArguments()
         rows, teacher_model, kd_info = distillation_data(script_args, kd_args, location, rows, tokenizer, size)
         if training_args.packing or training_args.padding_free or training_args.truncation_mode != "keep_start":
             raise LogitsError("--method kd needs unpacked, right-truncated rows: drop --packing/--padding_free")
@@ -314,8 +293,6 @@ def build_run(
     logger.info("%d training rows from %s (teachers %s)", len(rows), location, teachers)
     model = load_model(size, model_args, tokenizer, training_args.seed)
 
-    if training_args.include_num_input_tokens_seen in (None, "no", False):
-        training_args.include_num_input_tokens_seen = "non_padding"
     common = dict(
         model=model,
         args=training_args,
@@ -327,6 +304,7 @@ def build_run(
         trainer = kd_trainer(**common, kd_args=kd_args, teacher_model=teacher_model)
     else:
         trainer = StudentSFTTrainer(**common)
+    save_settings(output_dir, settings)
     return TrainingRun(
         trainer=trainer,
         tokenizer=tokenizer,
@@ -334,8 +312,8 @@ def build_run(
         repo=repo,
         output_dir=output_dir,
         last_checkpoint=last_checkpoint,
-        dataset_repo=script_args.dataset_name or target.repo_id(data_repo),
-        dataset_revision=(revision or "").strip() or None,
+        inputs=inputs,
+        settings=settings,
         rows=rows,
         teachers=teachers,
         tagged=tagged,
@@ -347,18 +325,60 @@ def build_run(
 
 
 def run_training(run: TrainingRun, training_args: SFTConfig) -> tuple[object, float, int]:
-    """Train (from the last checkpoint if any) and save the trainer state: ``(TrainOutput, seconds, tokens)``, the
-    tokens and seconds of this run only (a resumed run does not count what its checkpoint had seen)."""
-    start_tokens = 0
-    if run.last_checkpoint:
-        state = json.loads(Path(run.last_checkpoint, "trainer_state.json").read_text())
-        start_tokens = state.get("num_input_tokens_seen", 0)
-    start = time.perf_counter()
-    result = run.trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint or run.last_checkpoint)
-    seconds = time.perf_counter() - start
-    tokens = run.trainer.state.num_input_tokens_seen - start_tokens  # already summed over every process
-    run.trainer.save_state()
-    return result, seconds, tokens
+    """Train and measure one run without publishing it: ``(TrainOutput, seconds, tokens)`` of this run only."""
+    result, measured = train(
+        run.trainer, run.last_checkpoint, run.size.parameter_counts(), training_args.resume_from_checkpoint
+    )
+    return result, measured.this_run["seconds"], measured.this_run["tokens"]
+
+
+def publication(
+    run: TrainingRun, script_args: ScriptArguments, training_args: SFTConfig, model_args: ModelConfig
+) -> Publication:
+    """How a student becomes its model repo: merged weights, tokenizer, and the card's method lines."""
+    lora = bool(model_args.use_peft)
+    target = HubTarget.from_env()
+    tags = ["distillation", script_args.task, f"method-{script_args.method}"] + (["lora"] if lora else [])
+    if run.kd_info:
+        tags += [f"kd-{run.kd_info['kd_loss']}", f"kd-{run.kd_info['kd_source']}"]
+
+    def card(measured: Measurement) -> CardContext:
+        return CardContext(
+            model_name=target.repo_id(run.repo),
+            repo_location=target.location("model", run.repo),
+            size=run.size,
+            inputs=run.inputs,
+            train_rows=len(run.rows),
+            hyperparameters=hyperparameters(training_args),
+            recipe=script_args.recipe,
+            measured=measured,
+            settings_key=settings_key(run.settings),
+            method_fields=dict(
+                task=script_args.task,
+                method=script_args.method,
+                method_description=METHODS[script_args.method],
+                default_system=run.default_system,
+                train_config=(run.kd_info or {}).get("logits_config") or run.rows.info.config_name or "default",
+                kd=run.kd_info,
+                teachers=run.teachers,
+                teacher_tags=run.tagged,
+                teacher_instruction_example=teacher_instruction(run.default_teacher),
+                lora=lora,
+                lora_r=model_args.lora_r,
+                lora_alpha=model_args.lora_alpha,
+                lora_targets=model_args.lora_target_modules or "peft's defaults (q_proj, v_proj)",
+                example_messages=repr([{"role": "user", "content": run.example_user}]),
+            ),
+        )
+
+    return Publication(
+        repo=run.repo,
+        save=lambda folder: save_for_push(run.trainer, run.tokenizer, folder, lora),
+        template="model_card.md",
+        tags=tags,
+        commit_message=f"Train {run.repo} ({script_args.method}, {run.size.name})",
+        card=card,
+    )
 
 
 def main(
@@ -367,98 +387,23 @@ def main(
     model_args: ModelConfig,
     kd_args: DistillationArguments | None = None,
 ) -> str:
-    """Train one size with one method and push it; returns the model repo's location."""
-    set_seed(training_args.seed)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
-
+    """Train one size with one method and push it; returns the model repo's location (the output dir unpushed)."""
+    setup(training_args)
     run = build_run(script_args, training_args, model_args, kd_args)
-    trainer, tokenizer, size, repo, output_dir = run.trainer, run.tokenizer, run.size, run.repo, run.output_dir
-    rows, teachers, tagged = run.rows, run.teachers, run.tagged
-    lora = bool(model_args.use_peft)
-    target = HubTarget.from_env()
-    counts = size.parameter_counts()
-
-    result, seconds, tokens = run_training(run, training_args)
-    if not trainer.is_world_process_zero():
-        # Under `accelerate launch` only rank 0 probes the device (the probe's cache file is shared), prints the
-        # cost, writes the card and pushes: one commit per run, whatever the number of processes or nodes.
-        return str(output_dir)
-    cost = training_cost(counts["total"], tokens, seconds)
-    print(
-        f"trained {size.name} ({format_params(counts['total'])} params): {tokens} tokens in {seconds:.1f} s = "
-        f"{cost['tokens_per_second']:.0f} tokens/s, MFU {cost['mfu']:.2%} of {cost['peak_flops'] / 1e9:.1f} "
-        f"GFLOP/s on {cost['device']}; final train loss {result.training_loss:.3f}"
+    location, _ = run_stage(
+        run.trainer,
+        run.output_dir,
+        run.last_checkpoint,
+        run.size.parameter_counts(),
+        publication(run, script_args, training_args, model_args),
+        push=script_args.push,
+        resume_from=training_args.resume_from_checkpoint,
     )
-    if not script_args.push:
-        return str(output_dir)
-
-    folder = output_dir / "push"
-    save_for_push(trainer, tokenizer, folder, lora)
-    location_out = target.location("model", repo)
-    scheduler = getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type)
-    context = dict(
-        size_spec=size,
-        model_name=target.repo_id(repo),
-        repo_location=location_out,
-        task=script_args.task,
-        size=size.name,
-        size_description=size.description,
-        init=size.init,
-        base_model=size.base_model,
-        params_total=format_params(counts["total"]),
-        params_non_embedding=format_params(counts["non_embedding"]),
-        params_total_exact=f"{counts['total']:,}",
-        params_non_embedding_exact=f"{counts['non_embedding']:,}",
-        default_system=run.default_system,
-        dataset_repo=run.dataset_repo,
-        dataset_revision=run.dataset_revision or "unknown",
-        train_rows=len(rows),
-        train_config=(run.kd_info or {}).get("logits_config") or rows.info.config_name or "default",
-        kd=run.kd_info,
-        teachers=teachers,
-        teacher_tags=tagged,
-        teacher_instruction_example=teacher_instruction(run.default_teacher),
-        method=script_args.method,
-        method_description=METHODS[script_args.method],
-        lora=lora,
-        lora_r=model_args.lora_r,
-        lora_alpha=model_args.lora_alpha,
-        lora_targets=model_args.lora_target_modules or "peft's defaults (q_proj, v_proj)",
-        hyperparameters=(
-            f"learning_rate={training_args.learning_rate}, lr_scheduler={scheduler}, "
-            f"epochs={training_args.num_train_epochs}, max_steps={training_args.max_steps}, "
-            f"batch_size={training_args.per_device_train_batch_size}x{training_args.gradient_accumulation_steps}"
-            f"x{training_args.world_size}, max_length={training_args.max_length}, seed={training_args.seed}"
-        ),
-        recipe=script_args.recipe or "command line",
-        code_revision=code_revision(),
-        example_messages=repr([{"role": "user", "content": run.example_user}]),
-        training_tokens=f"{trainer.state.num_input_tokens_seen:,}",
-        steps=trainer.state.global_step,
-        wall_time=f"{seconds:.1f} s (this run)",
-        tokens_per_second=f"{cost['tokens_per_second']:.0f}",
-        model_flops=f"{cost['model_flops']:.3g}",
-        mfu=f"{cost['mfu']:.2%}",
-        peak_flops=f"{cost['peak_flops'] / 1e9:.1f} GFLOP/s",
-        peak_probe=cost["peak_probe"],
-        device=cost["device"],
-    )
-    render_model_card(context).save(folder / "README.md")
-    (folder / "training_cost.json").write_text(json.dumps({**cost, "params": counts}, indent=1))
-    commit = target.push_folder(folder, "model", repo, f"Train {repo} ({script_args.method}, {size.name})")
-    print(f"pushed {location_out} @ {commit[:10]}")
-    return location_out
+    return location
 
 
 def cli(argv: list[str] | None = None) -> str:
-    parser = TrlParser((ScriptArguments, DistillationArguments, SFTConfig, ModelConfig))
-    argv = sys.argv[1:] if argv is None else argv
-    script_args, kd_args, training_args, model_args = parser.parse_args_and_config(argv)
-    if "--config" in argv and script_args.recipe is None:
-        script_args.recipe = argv[argv.index("--config") + 1]
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return main(script_args, training_args, model_args, kd_args)
+    return main(*parse((ScriptArguments, SFTConfig, ModelConfig, DistillationArguments), argv))
 
 
 if __name__ == "__main__":

@@ -5,14 +5,11 @@
 Three initialisations:
 
 * ``scratch`` — a Llama in the SmolLM2 family (its tokenizer, vocabulary 49152, tied embeddings), random
-  weights. Names are the NON-embedding parameter count, which for a Llama with hidden size ``h``,
-  ``L`` layers, ``kv`` key/value width (``h / heads * kv_heads``) and MLP width ``i`` is::
+  weights. Names are the NON-embedding parameter count: at these widths the ``vocab x hidden`` embedding is most
+  of the total, so the ladder is named by the part that grows with depth and width.
 
-      non_embedding = L * (2*h*h + 2*h*kv + 3*h*i + 2*h) + h
-      embedding     = vocab * h          (counted once: the output head is tied to it)
-
-  At these widths the embedding dominates the total (49152 x 128 = 6.3M for ``1M``), which is why the
-  ladder is named by the part that grows with depth and width.
+Parameters are counted one way for the whole project, ``count_parameters`` (tied heads once, embeddings apart), from
+a model built on the meta device here and from safetensors headers in ``eval/models.py``.
 * ``pretrained`` — a released checkpoint: ``135M`` is SmolLM2-135M-Instruct from its packaged GGUF (works
   offline); the larger ones are Hub ids for machines with a GPU and a network.
 * ``pruned`` — the teacher with its embeddings and an evenly spaced subset of its layers, weights copied.
@@ -23,6 +20,7 @@ a ``pretrained`` size whose checkpoint is the ``pretrain-8M`` model repo on the 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -33,6 +31,7 @@ from scalingdown.hub import PRETRAINED_HERE
 SMOLLM2_TOKENIZER = "smollm2-135m-instruct"  # packaged teacher: tokenizer + chat template, offline
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SMOLLM2_VOCAB = 49152
+QWEN2_5_VOCAB = 151936
 
 
 class SizeError(ValueError):
@@ -46,29 +45,26 @@ def resolve_source(spec: str) -> str:
     return resolve_model_source(spec)[1]
 
 
-def llama_parameter_counts(config) -> dict[str, int]:
-    """Total and non-embedding parameters of a (tied or untied) Llama/Qwen2-style config, analytically."""
-    h, layers, i = config.hidden_size, config.num_hidden_layers, config.intermediate_size
-    head_dim = getattr(config, "head_dim", None) or h // config.num_attention_heads
-    q_width = head_dim * config.num_attention_heads
-    kv_width = head_dim * (config.num_key_value_heads or config.num_attention_heads)
-    bias = (q_width + 2 * kv_width) if getattr(config, "attention_bias", False) else 0
-    per_layer = 2 * h * q_width + 2 * h * kv_width + bias + 3 * h * i + 2 * h
-    non_embedding = layers * per_layer + h
-    embedding = config.vocab_size * h * (1 if config.tie_word_embeddings else 2)
-    return {"total": non_embedding + embedding, "non_embedding": non_embedding}
+EMBEDDING_NAMES = ("embed_tokens.weight", "lm_head.weight", "wte.weight")
 
 
-def measured_parameter_counts(model: torch.nn.Module) -> dict[str, int]:
-    """Total (unique tensors, so tied weights count once) and non-embedding parameters of a built model."""
-    unique = {id(p): p for p in model.parameters()}
-    total = sum(p.numel() for p in unique.values())
-    embedding_ids = {id(model.get_input_embeddings().weight)}
-    output = model.get_output_embeddings()
-    if output is not None:
-        embedding_ids.add(id(output.weight))
-    embedding = sum(unique[i].numel() for i in embedding_ids if i in unique)
+def count_parameters(named_numels: Iterable[tuple[str, int]]) -> dict[str, int]:
+    """``{"total", "non_embedding"}`` of ``(tensor name, element count)`` pairs: the one parameter count of the project.
+
+    Every source lists a tied output head once (``named_parameters`` and safetensors files both do), so it counts
+    once; an untied ``lm_head`` counts as embedding, the scaling-law convention the size ladder is named by.
+    """
+    total = embedding = 0
+    for name, numel in named_numels:
+        total += numel
+        if name.endswith(EMBEDDING_NAMES):
+            embedding += numel
     return {"total": total, "non_embedding": total - embedding}
+
+
+def model_parameter_counts(model: torch.nn.Module) -> dict[str, int]:
+    """``count_parameters`` of a built model (a meta-device one works: no weights are needed)."""
+    return count_parameters((name, p.numel()) for name, p in model.named_parameters())
 
 
 @dataclass(frozen=True)
@@ -82,8 +78,8 @@ class StudentSize:
     hub_id: str | None = None  # upstream checkpoint for the card's base_model
     architecture: dict = field(default_factory=dict)  # scratch: LlamaConfig fields
     keep_layers: int | None = None  # pruned: how many evenly spaced layers survive
-    # (total, non-embedding) of Hub checkpoints never downloaded here: llama_parameter_counts of their config.json
-    declared_params: tuple[int, int] | None = None
+    # Hub checkpoints never downloaded here: the fields of their config.json that fix the shapes (with model_type)
+    hub_config: dict | None = None
 
     def tokenizer_source(self) -> str:
         """Where the tokenizer (and chat template) comes from: the teacher family's, or the checkpoint's own."""
@@ -100,6 +96,9 @@ class StudentSize:
 
         if self.init == "scratch":
             return scratch_config(**self.architecture)
+        if self.hub_config:
+            fields = dict(self.hub_config)
+            return AutoConfig.for_model(fields.pop("model_type"), **fields)
         config = AutoConfig.from_pretrained(resolve_source(self.source))
         if self.init == "pruned":
             config.num_hidden_layers = self.keep_layers
@@ -108,11 +107,12 @@ class StudentSize:
         return config
 
     def parameter_counts(self) -> dict[str, int]:
-        """``{"total", "non_embedding"}`` from the config (declared for Hub checkpoints not on this machine)."""
-        if self.declared_params:  # Hub-only checkpoints: counts from their model cards, no download
-            total, non_embedding = self.declared_params
-            return {"total": total, "non_embedding": non_embedding}
-        return llama_parameter_counts(self.build_config())
+        """``{"total", "non_embedding"}`` of the model its config builds on the meta device (no weights needed)."""
+        from transformers import AutoModelForCausalLM
+
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(self.build_config())
+        return model_parameter_counts(model)
 
     def build_model(self, dtype: torch.dtype = torch.float32, seed: int = 0):
         """The initialised student model."""
@@ -207,6 +207,20 @@ def _scratch(name: str, h: int, layers: int, heads: int, kv_heads: int, i: int) 
     )
 
 
+def _hub_config(model_type: str, h: int, layers: int, heads: int, kv_heads: int, i: int, vocab: int) -> dict:
+    """The shape-fixing fields of a released checkpoint's config.json (all of these tie their embeddings)."""
+    return dict(
+        model_type=model_type,
+        hidden_size=h,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        intermediate_size=i,
+        vocab_size=vocab,
+        tie_word_embeddings=True,
+    )
+
+
 SIZES: dict[str, StudentSize] = {
     s.name: s
     for s in [
@@ -230,28 +244,28 @@ SIZES: dict[str, StudentSize] = {
             "pretrained",
             "SmolLM2-360M-Instruct (Hub; GPU)",
             source="HuggingFaceTB/SmolLM2-360M-Instruct",
-            declared_params=(361_821_120, 314_635_200),
+            hub_config=_hub_config("llama", 960, 32, 15, 5, 2560, SMOLLM2_VOCAB),
         ),
         StudentSize(
             "1.7B",
             "pretrained",
             "SmolLM2-1.7B-Instruct (Hub; GPU)",
             source="HuggingFaceTB/SmolLM2-1.7B-Instruct",
-            declared_params=(1_711_376_384, 1_610_713_088),
+            hub_config=_hub_config("llama", 2048, 24, 32, 32, 8192, SMOLLM2_VOCAB),
         ),
         StudentSize(
             "qwen2.5-0.5b",
             "pretrained",
             "Qwen2.5-0.5B-Instruct (Hub; GPU; own tokenizer)",
             source="Qwen/Qwen2.5-0.5B-Instruct",
-            declared_params=(494_032_768, 357_898_112),
+            hub_config=_hub_config("qwen2", 896, 24, 14, 2, 4864, QWEN2_5_VOCAB),
         ),
         StudentSize(
             "qwen2.5-1.5b",
             "pretrained",
             "Qwen2.5-1.5B-Instruct (Hub; GPU; own tokenizer)",
             source="Qwen/Qwen2.5-1.5B-Instruct",
-            declared_params=(1_543_714_304, 1_310_340_608),
+            hub_config=_hub_config("qwen2", 1536, 28, 12, 2, 8960, QWEN2_5_VOCAB),
         ),
         # pruned from the teacher
         StudentSize(

@@ -1,30 +1,27 @@
 """The TRL trainer every student method uses: ``SFTTrainer`` with an LM head that scores labelled positions only.
 
 TRL's fused LM head (``trl.trainer.utils.add_fused_lm_head``) never materialises the full logits: on CUDA/XPU a
-Triton kernel scores only the positions that have a label, but elsewhere (CPU) it scores *every* position in
-vocabulary tiles and recomputes each tile in the backward pass. With a 49k vocabulary that head is most of a small
-student's compute (80% of an 8M student's step, measured with py-spy), and with assistant-only loss about half of
-the positions it scores are masked prompt tokens.
+Triton kernel scores only the positions that have a label, but elsewhere (CPU) it scores every position in
+vocabulary tiles and recomputes each tile in the backward pass; with a large vocabulary that head dominates a small
+student's step, and with assistant-only loss many of the positions it scores are masked prompt tokens.
 
 On devices without that kernel, ``StudentSFTTrainer`` routes ``fused_lm_head=True`` calls to
 ``compact_lm_head_forward``: the backbone runs as usual, the head projects only the labelled positions, and
-``cross_entropy`` gives their log-probabilities with one matmul forward and two backward (no recompute). It
-returns TRL's ``FusedCausalLMOutput`` with the same fields, so ``SFTTrainer.compute_loss``, its metrics (entropy,
-mean token accuracy) and DDP/PEFT wrapping are untouched. The price is memory: the logits of the labelled
-positions of one micro-batch are materialised (tokens x vocab x 4 bytes, e.g. 0.8 GB for 4k labelled tokens).
+``cross_entropy`` gives their log-probabilities with no recompute. It returns TRL's ``FusedCausalLMOutput`` with the
+same fields, so ``SFTTrainer.compute_loss``, its metrics and DDP/PEFT wrapping are untouched. The price is memory:
+the logits of one micro-batch's labelled positions are materialised (tokens x vocab x 4 bytes).
 """
 
 from __future__ import annotations
 
-import types
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from transformers.utils import ModelOutput
 from trl import SFTTrainer
-from trl.trainer.utils import FusedCausalLMOutput
 
+from scalingdown.compat import FusedCausalLMOutput, patch_student_forward
 from trainers.chunked_kd import DistillationTargets, KDTerms, chunked_kd_terms
 
 KERNEL_DEVICES = ("cuda", "xpu")  # where TRL's Triton kernel already scores only the labelled positions
@@ -119,36 +116,9 @@ def distillation_forward(model, backbone_kwargs: dict, labels: torch.Tensor, tar
 
 def add_compact_lm_head(model) -> None:
     """Route the model's ``fused_lm_head=True`` calls (already patched by TRL) to ``compact_lm_head_forward``,
-    and its ``distillation=DistillationTargets(...)`` calls (on every device) to ``distillation_forward``.
-
-    Both go through the model's own ``forward``, so DDP, FSDP and PEFT wrappers see an ordinary call.
-    """
-    fused_forward = model.forward
-
-    def forward(
-        self,
-        *args,
-        fused_lm_head=False,
-        distillation=None,
-        labels=None,
-        shift_labels=None,
-        num_items_in_batch=None,
-        **kwargs,
-    ):
-        if distillation is not None:
-            return distillation_forward(self, kwargs, labels, distillation)
-        if not fused_lm_head or args or kwargs.get("output_router_logits") or self.device.type in KERNEL_DEVICES:
-            return fused_forward(
-                *args,
-                fused_lm_head=fused_lm_head,
-                labels=labels,
-                shift_labels=shift_labels,
-                num_items_in_batch=num_items_in_batch,
-                **kwargs,
-            )
-        return compact_lm_head_forward(self, kwargs, labels, shift_labels, num_items_in_batch)
-
-    model.forward = types.MethodType(forward, model)
+    and its ``distillation=DistillationTargets(...)`` calls (on every device) to ``distillation_forward``: a
+    private hook, kept in ``scalingdown/compat.py`` with the versions it was checked against."""
+    patch_student_forward(model, distillation_forward, compact_lm_head_forward, KERNEL_DEVICES)
 
 
 class StudentSFTTrainer(SFTTrainer):
