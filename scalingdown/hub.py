@@ -178,7 +178,8 @@ class HubTarget:
         """All or nothing: the new tree is built in a private index from HEAD plus ``folder``'s files, committed,
         and only then written into the repo's folder. Files nobody pushed (a stray edit, a truncated
         download) are never committed, and a failure before the commit leaves the repo exactly as it was."""
-        repo = self.local_path(repo_type, name)
+        # git runs inside the repo, so every path handed to it is absolute
+        repo, folder = self.local_path(repo_type, name).absolute(), folder.absolute()
         repo.mkdir(parents=True, exist_ok=True)
         if not (repo / ".git").is_dir():
             _git(repo, "init", "-q", "-b", "main")

@@ -116,3 +116,11 @@ def test_a_hub_dir_that_is_a_file_or_read_only_is_refused(tmp_path):
     with pytest.raises(HubError, match="not a folder"):
         HubTarget(kind="local", root=tmp_path / "file" / "hub").check_writable()
     HubTarget(kind="local", root=tmp_path / "new" / "hub").check_writable()  # created on the first push
+
+
+def test_a_relative_hub_dir_and_folder_push(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    target = HubTarget(kind="local", org="acme", root=Path("hub"))
+    folder = write(Path("staged"), {"README.md": "card"})
+    commit = target.push_folder(folder, "dataset", "d", "first")
+    assert git(tmp_path / "hub/datasets/acme/d", "show", f"{commit}:README.md") == "card"
