@@ -273,6 +273,8 @@ def main(
     setup(training_args)
     if training_args.world_size > 1:
         raise ValueError("the ensemble stage trains its (small) members in one process: run it without accelerate")
+    if not script_args.push:
+        raise ValueError("an ensemble resumes from its pushed repo (one commit per round): drop --push false")
     target = HubTarget.from_env()
     task, sizes = script_args.task, ens_args.sizes(script_args.size)
     repo = ens_args.repo_name(task, script_args.size)

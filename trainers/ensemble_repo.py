@@ -106,9 +106,16 @@ def rounds_history(staging: Path, members: list[dict]) -> list[dict]:
 
 
 def link_ensemble(staging: Path, folder: Path) -> None:
-    """The ensemble as ``folder`` will be pushed: ``staging``'s files hard-linked (weights are not copied), bar
-    those each push writes anew (written there, they would change ``staging`` too)."""
-    shutil.copytree(staging, folder, copy_function=os.link, ignore=shutil.ignore_patterns(*PUBLISHED_FILES))
+    """The ensemble as ``folder`` will be pushed: ``staging``'s files hard-linked where the file system allows it
+    (weights are not copied), bar those each push writes anew (written there, they would change ``staging`` too)."""
+
+    def link(source: str, destination: str) -> None:
+        try:
+            os.link(source, destination)
+        except OSError:
+            shutil.copy2(source, destination)
+
+    shutil.copytree(staging, folder, copy_function=link, ignore=shutil.ignore_patterns(*PUBLISHED_FILES))
 
 
 @dataclass
