@@ -112,6 +112,34 @@ def check_test_split(location: str, task: str) -> str | None:
     return None
 
 
+def measure_request(
+    model: EvalModel,
+    lm_eval_task: str,
+    location: str,
+    *,
+    limit: int | None,
+    batch_size: int,
+    latency_samples: int,
+    device: str | None = None,
+    max_gen_toks: int | None = None,
+) -> MeasureRequest:
+    """What ``eval.measure`` scores: one model, prompted as it is scored everywhere, on one lm-eval task over the test
+    split at ``location`` (``limit`` 0 or None: the whole split)."""
+    return MeasureRequest(
+        model_path=model.path,
+        lm_eval_task=lm_eval_task,
+        dataset_path=location,
+        chat=model.chat,
+        num_fewshot=model.num_fewshot,
+        limit=limit or None,
+        batch_size=batch_size,
+        latency_samples=latency_samples,
+        device=device,
+        trust_remote_code=model.trust_remote_code,
+        max_gen_toks=max_gen_toks,
+    )
+
+
 def run_measure(request: MeasureRequest, log_dir: Path) -> MeasureResult:
     """``eval.measure`` in a fresh process: its own peak memory, and a crash becomes a failed result."""
     with tempfile.TemporaryDirectory() as scratch:
@@ -227,17 +255,14 @@ def main(args: EvalArguments) -> dict:
     for variant in args.variant_list:
         lm_eval_task = VARIANTS[variant].format(task=args.task)
         for model in models:
-            request = MeasureRequest(
-                model_path=model.path,
-                lm_eval_task=lm_eval_task,
-                dataset_path=location,
-                chat=model.chat,
-                num_fewshot=model.num_fewshot,
-                limit=args.limit or None,
+            request = measure_request(
+                model,
+                lm_eval_task,
+                location,
+                limit=args.limit,
                 batch_size=args.batch_size,
                 latency_samples=args.latency_samples,
                 device=args.device,
-                trust_remote_code=model.trust_remote_code,
                 max_gen_toks=args.max_gen_toks,
             )
             key_parts = [model.weights_key, tasks_key, context["dataset_revision"], json.dumps(asdict(request))]

@@ -155,7 +155,7 @@ class HubTarget:
         Files in ``folder`` are added or replaced; files already in the repo matching ``delete_patterns``
         are removed first, so a re-run can replace all shards. Identical content makes no new commit.
         """
-        folder = Path(folder)
+        folder = Path(folder).resolve()  # git runs in the repo's folder: a relative path would point there
         if not folder.is_dir():
             raise HubError(f"nothing to push: {folder} is not a folder")
         if self.kind == "local":

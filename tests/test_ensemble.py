@@ -181,7 +181,7 @@ def configs(work: Path, teacher: Path, rounds: int) -> tuple:
         accuracy_max_gen_toks=4,
         eval_batch_size=4,
     )
-    return script, ensemble, training, model, kd
+    return script, ensemble, kd, training, model
 
 
 def git_log(folder: Path) -> list[str]:
@@ -201,7 +201,6 @@ def trained(tmp_path_factory, tiny_teacher_dir):
         env.setenv("HUB_TARGET", "local")
         env.setenv("HUB_DIR", str(work / "hub"))
         env.setenv("ORG", "testorg")
-        env.setenv("SCALINGDOWN_CACHE", str(work / "cache"))
         env.delenv("HF_TOKEN", raising=False)
         push_data(tiny_build_args(work / "data", tiny_teacher_dir, limit=4, test_limit=3, logits=16, shard_size=4))
         printed = io.StringIO()
@@ -250,6 +249,38 @@ def test_rounds_resume_and_log_teacher_student_and_ensemble(trained):
     for tag in ("method-ensemble", "size-2x1M", "rounds-2", "boosting"):
         assert f"- {tag}\n" in card
     assert "trust_remote_code=True" in card and "![rounds](rounds.png)" in card
+
+
+def test_the_pushed_ensemble_carries_every_rounds_training_logs_and_loss_curve(trained):
+    location = trained["location"]
+    for round_index in (1, 2):  # round 1's logs came back from the repo pushed by the ROUNDS=1 run
+        events = list((location / "runs" / f"round-{round_index}").rglob("events.out.tfevents.*"))
+        assert events and all(event.stat().st_size > 0 for event in events)
+    assert (location / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "(loss_curve.png)" in (location / "README.md").read_text()
+    # the curve's history: round 2's steps follow round 1's two
+    from trainers.ensemble_repo import rounds_history
+
+    members = json.loads((location / "config.json").read_text())["members"]
+    steps = [entry["step"] for entry in rounds_history(location, members) if "loss" in entry]
+    assert steps == [1, 2, 3, 4]
+    settings = json.loads((location / "run_settings.json").read_text())
+    assert settings["options"]["EnsembleArguments"]["boosting"] == 1.0
+    assert "rounds" not in settings["options"]["EnsembleArguments"]  # ROUNDS=2 extends the ROUNDS=1 run
+    cost = json.loads((location / "training_cost.json").read_text())
+    assert [entry["round"] for entry in cost["rounds"]] == [1, 2] and cost["this_run"]["tokens"] > 0
+
+
+def test_rounds_trained_with_other_settings_are_not_extended(trained, tiny_teacher_dir):
+    """A third round with another kd alpha would mix two ensembles: refused before training, naming the change."""
+    from trainers.stage import SettingsChanged
+
+    location = trained["location"]
+    script, ensemble, kd, training, model = configs(location.parents[3], tiny_teacher_dir, rounds=3)
+    kd.alpha = 0.25
+    with pytest.raises(SettingsChanged, match=r"2 rounds trained with other settings .*DistillationArguments\.alpha"):
+        train_ensemble(script, ensemble, kd, training, model)
+    assert git_log(location) == trained["after_two"]
 
 
 def test_the_pushed_ensemble_loads_with_its_own_code_in_a_fresh_process(trained):

@@ -3,14 +3,18 @@
     make push-data LOGITS=16                                   # the teacher's stored top-k logits, once
     make train METHOD=ensemble ROUNDS=3 SIZE=1M                # three 1M students -> synthetic_gsm-ensemble-1M
     make train METHOD=ensemble ROUNDS=3 ROUND_SIZES=1M,1M,3M BOOSTING=1
-    python -m trainers.ensemble --config recipes/train/synthetic_gsm/ensemble.yaml --rounds 3 --size 1M
+    python -m trainers.ensemble --config recipes/train/ensemble.yaml --rounds 3 --size 1M
 
 Round ``r`` distils one student with the ``kd`` method (``trainers.sft.build_run``, seed ``seed + r - 1``), boosted
 against the rounds before it with ``--boosting`` (``trainers.boosting``), and saves it as ``round-<r>/`` of one
 ensemble model repo, ``{task}-ensemble-{SIZE}``. Every round is one commit of that repo, so ``--rounds`` larger than
-before resumes after the rounds already pushed. The repo is a transformers model (``trainers.ensemble_repo``,
-``trainers.ensemble_model``): ``AutoModelForCausalLM.from_pretrained(repo, trust_remote_code=True)`` loads it. Each
-round is scored on the test split (``trainers.ensemble_scores``) into ``rounds.json``/``.csv``/``.png`` and the card.
+before resumes after the rounds already pushed; a pushed ensemble whose rounds had other settings is not extended.
+The repo is a transformers model (``trainers.ensemble_repo``, ``trainers.ensemble_model``):
+``AutoModelForCausalLM.from_pretrained(repo, trust_remote_code=True)`` loads it. Each round is scored on the test split
+(``trainers.ensemble_scores``) into ``rounds.json``/``.csv``/``.png`` and the card.
+
+``trainers/stage.py`` runs the rest, as for every trainer: the output folder from the settings, each round's training
+and measurement, and the push (TensorBoard logs under ``runs/round-<r>/``, the loss curve of every round, the card).
 """
 
 from __future__ import annotations
@@ -19,31 +23,51 @@ import copy
 import dataclasses
 import functools
 import logging
-import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import transformers
 from transformers import set_seed
-from trl import ModelConfig, SFTConfig, TrlParser
+from trl import ModelConfig, SFTConfig
 
 from eval.models import parameter_counts
-from scalingdown.hub import HubTarget, dataset_repo_name, folder_revision, model_repo_name
+from scalingdown.hub import HubTarget, dataset_repo_name, model_repo_name
 from trainers.boosting import BoostedKDTrainer
-from trainers.cost import training_cost
-from trainers.ensemble_card import METHOD, card_context, fmt, hyperparameters, render_card
+from trainers.ensemble_card import METHOD, TEMPLATE, card_context, card_tags, fmt
 from trainers.ensemble_model import COMBINE_MODES, EnsembleConfig
 from trainers.ensemble_model import EnsembleForCausalLM as Ensemble
-from trainers.ensemble_repo import EnsembleState, check_resume, resume_state, write_ensemble_files, write_log
+from trainers.ensemble_repo import (
+    EnsembleState,
+    check_resume,
+    link_ensemble,
+    resume_state,
+    rounds_history,
+    save_round_logs,
+    write_ensemble_files,
+    write_log,
+)
 from trainers.ensemble_scores import RoundScorer
 from trainers.kd import DistillationArguments
-from trainers.sft import ScriptArguments, build_run, code_revision, run_training, save_for_push
+from trainers.sft import ScriptArguments, TrainingRun, build_run, save_for_push
 from trainers.sizes import get_size
+from trainers.stage import (
+    Measurement,
+    Publication,
+    hyperparameters,
+    parse,
+    pin_inputs,
+    prepare_output_dir,
+    publish,
+    run_settings,
+    save_settings,
+    settings_key,
+    setup,
+    train,
+)
 
 logger = logging.getLogger("trainers.ensemble")
 
 MEMBER_METHOD = "kd"  # what each round's student is trained with
+ENSEMBLE_FOLDER = "ensemble"  # in the output folder: the ensemble as pushed, plus the round being added
 
 
 @dataclass
@@ -123,29 +147,48 @@ def member_runs(script_args, training_args, base: Path, round_index: int, size: 
     return script, training
 
 
-def train_member(script_args, ens_args, training_args, model_args, kd_args, state, base, staging, round_index, size):
-    """Distil round ``round_index``'s student (boosted against the ensemble in ``staging``) and save it as the
-    ``round-<r>`` folder; return ``(the TrainingRun, its member entry, TrainOutput, seconds, tokens)``."""
+def train_member(script_args, ens_args, kd_args, training_args, model_args, state, base, staging, round_index, size):
+    """Distil round ``round_index``'s student (boosted against the ensemble in ``staging``) and save it, with its
+    training logs, as the ``round-<r>`` folder; return ``(the TrainingRun, its member entry, its Measurement)``."""
     script, training = member_runs(script_args, training_args, base, round_index, size)
     set_seed(training.seed)
     boosted = ens_args.boosting if state.members else 0.0  # round 1 has no ensemble to boost against
     previous = Ensemble.from_pretrained(str(staging)) if boosted else None
     factory = functools.partial(BoostedKDTrainer, ensemble=previous, boosting=boosted)
     run = build_run(script, training, model_args, kd_args, kd_trainer=factory)
-    result, seconds, tokens = run_training(run, training)
+    _, measured = train(run.trainer, run.last_checkpoint, run.size.parameter_counts(), training.resume_from_checkpoint)
     folder = staging / f"round-{round_index}"
     save_for_push(run.trainer, run.tokenizer, folder, bool(model_args.use_peft))
+    save_round_logs(run.output_dir, folder, staging, run.trainer.state)
     counts = parameter_counts(folder)
     member = {
-        "name": f"round-{round_index}",
-        "subfolder": f"round-{round_index}",
+        "name": folder.name,
+        "subfolder": folder.name,
         "size": size,
         "params_total": counts["total"],
         "params_non_embedding": counts["non_embedding"],
         "seed": training.seed,
         "boosting": boosted,
     }
-    return run, member, result, seconds, tokens
+    return run, member, measured
+
+
+def log_entry(round_index: int, member: dict, members: list[dict], run: TrainingRun, measured: Measurement) -> dict:
+    """A round's line of ``rounds.json`` before scoring: what it trained and what that cost (resumes included)."""
+    return {
+        "round": round_index,
+        "size": member["size"],
+        "seed": member["seed"],
+        "boosting": member["boosting"],
+        "params_total": member["params_total"],
+        "ensemble_params_total": sum(m.get("params_total") or 0 for m in members),
+        "train_rows": len(run.rows),
+        "train_tokens": measured.tokens_total,
+        "train_seconds": round(measured.seconds_total, 2),
+        "tokens_per_second": measured.this_run["tokens_per_second"],
+        "mfu": measured.this_run["mfu"],
+        "final_train_loss": measured.final_train_loss,
+    }
 
 
 def progress_line(entry: dict, rounds: int) -> str:
@@ -168,78 +211,89 @@ def progress_line(entry: dict, rounds: int) -> str:
     return line
 
 
-def publish_round(
-    staging: Path,
-    target: HubTarget,
+def publication(
     repo: str,
-    message: str,
-    *,
+    staging: Path,
     state: EnsembleState,
     config: EnsembleConfig,
-    run,
+    run: TrainingRun,
+    settings: dict,
     script_args: ScriptArguments,
     ens_args: EnsembleArguments,
     training_args: SFTConfig,
-    data_revision: str | None,
-) -> str:
-    """The card and the push of one round, in one place: render ``README.md`` into ``staging`` and push the folder
-    as one commit of ``repo``; return the commit."""
-    context = card_context(
-        members=state.members,
-        log=state.log,
-        combine=config.combine,
-        weights=config.normalised_weights(),
-        boosting=ens_args.boosting,
-        model_name=target.repo_id(repo),
-        repo_location=target.location("model", repo),
-        task=script_args.task,
-        kd=run.kd_info,
-        dataset_repo=run.dataset_repo,
-        dataset_revision=data_revision or run.dataset_revision or "unknown",
-        hyperparameters=hyperparameters(training_args),
-        recipe=script_args.recipe or "command line",
-        code_revision=code_revision(),
-        example_messages=repr([{"role": "user", "content": run.example_user}]),
+) -> Publication:
+    """How the ensemble in ``staging`` becomes one commit of its repo after a round, through the runner's publish."""
+    target = HubTarget.from_env()
+    member = state.members[-1]
+    sizes = ens_args.sizes(script_args.size)
+    boosted = "boosted " if member["boosting"] else ""
+    cost_columns = ("round", "train_tokens", "train_seconds", "tokens_per_second", "mfu")
+
+    def card(measured: Measurement):
+        return card_context(
+            first_size=get_size(sizes[0]),
+            members=state.members,
+            log=state.log,
+            combine=config.combine,
+            weights=config.normalised_weights(),
+            boosting=ens_args.boosting,
+            measured=measured,
+            model_name=target.repo_id(repo),
+            repo_location=target.location("model", repo),
+            inputs=run.inputs,
+            train_rows=len(run.rows),
+            hyperparameters=hyperparameters(training_args, "seed_of_round_r=seed+r-1"),
+            recipe=script_args.recipe,
+            settings_key=settings_key(settings),
+            task=script_args.task,
+            kd=run.kd_info,
+            example_messages=repr([{"role": "user", "content": run.example_user}]),
+        )
+
+    return Publication(
+        repo=repo,
+        save=lambda folder: link_ensemble(staging, folder),
+        template=TEMPLATE,
+        tags=card_tags(script_args.task, state.members, run.kd_info),
+        commit_message=f"Round {len(state.members)}: {boosted}{member['size']} student",
+        card=card,
+        figures=lambda measured: {"rounds": [{key: entry.get(key) for key in cost_columns} for entry in state.log]},
+        log_history=lambda: rounds_history(staging, state.members),
     )
-    render_card(staging, context)
-    return target.push_folder(staging, "model", repo, message)
 
 
 def main(
     script_args: ScriptArguments,
     ens_args: EnsembleArguments,
+    kd_args: DistillationArguments,
     training_args: SFTConfig,
     model_args: ModelConfig,
-    kd_args: DistillationArguments | None = None,
 ) -> str:
     """Train the rounds the ensemble repo does not have yet, pushing it after each; return its location."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+    setup(training_args)
     if training_args.world_size > 1:
         raise ValueError("the ensemble stage trains its (small) members in one process: run it without accelerate")
-    kd_args = kd_args or DistillationArguments()
+    if not script_args.push:
+        raise ValueError("an ensemble resumes from its pushed repo (one commit per round): drop --push false")
     target = HubTarget.from_env()
     task, sizes = script_args.task, ens_args.sizes(script_args.size)
     repo = ens_args.repo_name(task, script_args.size)
-    location_out = target.location("model", repo)
-    unset = training_args.output_dir in (None, "trainer_output")
-    base = Path("outputs") / "train" / repo if unset else Path(training_args.output_dir)
-    staging = base / "push"
+    location = target.location("model", repo)
+    inputs = pin_inputs(script_args.dataset_name, dataset_repo_name(task), get_size(sizes[0]), target)
+    settings = run_settings(inputs, training_args, script_args, ens_args, model_args, kd_args)
+    base, _ = prepare_output_dir(training_args, "train", repo, settings)
+    staging = base / ENSEMBLE_FOLDER
     state = resume_state(target, repo, staging)
     if len(state.members) >= ens_args.rounds:
-        print(f"{location_out} already has {len(state.members)} rounds (ROUNDS={ens_args.rounds}): nothing to train")
-        return location_out
-    check_resume(state, sizes, ens_args.combine, location_out)
+        print(f"{location} already has {len(state.members)} rounds (ROUNDS={ens_args.rounds}): nothing to train")
+        return location
+    check_resume(state, settings, location)
     if state.members:
-        print(f"{location_out}: resuming after round {len(state.members)} of {ens_args.rounds}")
-    data_repo = dataset_repo_name(task)
-    data_location = script_args.dataset_name or target.location("dataset", data_repo)
-    data_revision = (
-        folder_revision(data_location) if script_args.dataset_name else target.revision("dataset", data_repo)
-    )
+        print(f"{location}: resuming after round {len(state.members)} of {ens_args.rounds}")
+    save_settings(base, settings)
     scorer = RoundScorer(
         task,
-        data_location,
+        inputs.dataset_location,
         teacher_spec=ens_args.eval_teacher or kd_args.kd_teacher,
         output_dir=base / "eval",
         batch_size=ens_args.eval_batch_size,
@@ -250,53 +304,23 @@ def main(
 
     for round_index in range(len(state.members) + 1, ens_args.rounds + 1):
         size = sizes[round_index - 1]
-        run, member, result, seconds, tokens = train_member(
-            script_args, ens_args, training_args, model_args, kd_args, state, base, staging, round_index, size
+        run, member, measured = train_member(
+            script_args, ens_args, kd_args, training_args, model_args, state, base, staging, round_index, size
         )
         state.members.append(member)
         config = write_ensemble_files(staging, state.members, run.tokenizer, ens_args.combine, ens_args.weight_list)
-        entry = {
-            "round": round_index,
-            "size": size,
-            "seed": member["seed"],
-            "boosting": member["boosting"],
-            "params_total": member["params_total"],
-            "ensemble_params_total": sum(m.get("params_total") or 0 for m in state.members),
-            "train_rows": len(run.rows),
-            "train_tokens": tokens,
-            "train_seconds": round(seconds, 2),
-            "tokens_per_second": training_cost(member["params_total"], tokens, seconds)["tokens_per_second"],
-            "final_train_loss": result.training_loss,
-            **scorer.score(run, staging / member["subfolder"], staging, state.log),
-        }
+        entry = log_entry(round_index, member, state.members, run, measured)
+        entry.update(scorer.score(run, staging / member["subfolder"], staging, state.log))
         state.log = [e for e in state.log if e["round"] < round_index] + [entry]
         write_log(staging, state.log)
-        message = f"Round {round_index}: {'boosted ' if member['boosting'] else ''}{size} student"
-        commit = publish_round(
-            staging,
-            target,
-            repo,
-            message,
-            state=state,
-            script_args=script_args,
-            ens_args=ens_args,
-            training_args=training_args,
-            config=config,
-            run=run,
-            data_revision=data_revision,
-        )
-        print(f"{progress_line(entry, ens_args.rounds)} | pushed {location_out} @ {commit[:10]}", flush=True)
-    return location_out
+        print(progress_line(entry, ens_args.rounds), flush=True)
+        ensemble = publication(repo, staging, state, config, run, settings, script_args, ens_args, training_args)
+        publish(ensemble, run.trainer, base, measured)
+    return location
 
 
 def cli(argv: list[str] | None = None) -> str:
-    parser = TrlParser((ScriptArguments, EnsembleArguments, DistillationArguments, SFTConfig, ModelConfig))
-    argv = sys.argv[1:] if argv is None else argv
-    script_args, ens_args, kd_args, training_args, model_args = parser.parse_args_and_config(argv)
-    if "--config" in argv and script_args.recipe is None:
-        script_args.recipe = argv[argv.index("--config") + 1]
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return main(script_args, ens_args, training_args, model_args, kd_args)
+    return main(*parse((ScriptArguments, EnsembleArguments, DistillationArguments, SFTConfig, ModelConfig), argv))
 
 
 if __name__ == "__main__":

@@ -1,15 +1,15 @@
-"""The ensemble repo's card: ``model_cards/ensemble_card.md`` rendered with ``huggingface_hub.ModelCard``."""
+"""The ensemble repo's card: the stage runner's ``CardContext`` with the ensemble's own lines, rendered from
+``model_cards/ensemble_card.md``."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import dataclasses
 
-from huggingface_hub import ModelCard, ModelCardData
-
-from model_cards import template_path
-from trainers.sizes import format_params
+from trainers.sizes import StudentSize, format_params
+from trainers.stage import CardContext, Inputs, Measurement
 
 METHOD = "ensemble"
+TEMPLATE = "ensemble_card.md"
 
 
 def fmt(value, spec: str = ".3f", scale: float = 1.0, suffix: str = "") -> str:
@@ -25,56 +25,70 @@ def composition(sizes: list[str]) -> str:
     return "+".join(f"{n}x{size}" for size, n in counts.items())
 
 
+def ensemble_size(first: StudentSize, members: list[dict]) -> StudentSize:
+    """The size a card and ``make eval`` name the ensemble by (``2x1M``); init and base model are its first member's."""
+    label = composition([m["size"] for m in members])
+    return dataclasses.replace(first, name=label, description=f"{len(members)} students ({label})")
+
+
+def card_tags(task: str, members: list[dict], kd: dict) -> list[str]:
+    """Tags ``make eval`` reads (method, size from the card context) and the rounds and losses it was made with."""
+    tags = ["distillation", "ensemble", task, f"method-{METHOD}", f"rounds-{len(members)}"]
+    if any(m.get("boosting") for m in members):
+        tags.append("boosting")
+    return tags + [f"kd-{kd['kd_loss']}", f"kd-{kd['kd_source']}"]
+
+
 def card_context(
-    *, members: list[dict], log: list[dict], combine: str, weights: list[float], boosting: float, **run
-) -> dict:
-    """What the card says: members, rounds and combination, plus the run's facts (``run``: model_name,
-    repo_location, task, kd, dataset_repo, dataset_revision, hyperparameters, recipe, code_revision,
-    example_messages)."""
+    *,
+    first_size: StudentSize,
+    members: list[dict],
+    log: list[dict],
+    combine: str,
+    weights: list[float],
+    boosting: float,
+    measured: Measurement,
+    model_name: str,
+    repo_location: str,
+    inputs: Inputs,
+    train_rows: int,
+    hyperparameters: str,
+    recipe: str | None,
+    settings_key: str,
+    task: str,
+    kd: dict,
+    example_messages: str,
+) -> CardContext:
+    """What the card says: the runner's lines (data, settings, the last round's cost) and the ensemble's (members,
+    rounds, combination, parameters summed over members)."""
     total = sum(m.get("params_total") or 0 for m in members)
     non_embedding = sum(m.get("params_non_embedding") or 0 for m in members)
-    return dict(
-        run,
-        size=composition([m["size"] for m in members]),
-        members=members,
-        rounds=log,
-        combine=combine,
-        weights=[round(w, 4) for w in weights],
-        params_total=format_params(total),
-        params_total_exact=f"{total:,}",
-        params_non_embedding=format_params(non_embedding),
-        boosting=boosting,
-        teacher=log[-1].get("teacher") if log else None,
-        teacher_note=log[-1].get("teacher_note") if log else "",
-        fmt=fmt,
-    )
-
-
-def render_card(folder: Path, context: dict) -> None:
-    """``README.md`` of the ensemble repo, tagged so ``make eval`` finds its method and size."""
-    tags = ["scalingdown", "distillation", "ensemble", context["task"], f"method-{METHOD}", f"size-{context['size']}"]
-    tags.append(f"rounds-{len(context['members'])}")
-    if any(m.get("boosting") for m in context["members"]):
-        tags.append("boosting")
-    tags += [f"kd-{context['kd']['kd_loss']}", f"kd-{context['kd']['kd_source']}"]
-    card_data = ModelCardData(
-        datasets=[context["dataset_repo"]],
-        tags=tags,
-        license="apache-2.0",
-        library_name="transformers",
-        pipeline_tag="text-generation",
-        model_name=context["model_name"],
-    )
-    card = ModelCard.from_template(card_data, template_path=template_path("ensemble_card.md"), **context)
-    card.save(folder / "README.md")
-
-
-def hyperparameters(training_args) -> str:
-    """Every round's training settings in one line (each round's seed is ``seed + round - 1``)."""
-    scheduler = getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type)
-    return (
-        f"learning_rate={training_args.learning_rate}, lr_scheduler={scheduler}, "
-        f"epochs={training_args.num_train_epochs}, max_steps={training_args.max_steps}, "
-        f"batch_size={training_args.per_device_train_batch_size}x{training_args.gradient_accumulation_steps}"
-        f"x{training_args.world_size}, max_length={training_args.max_length}, seed={training_args.seed} + round - 1"
+    return CardContext(
+        model_name=model_name,
+        repo_location=repo_location,
+        size=ensemble_size(first_size, members),
+        inputs=inputs,
+        train_rows=train_rows,
+        hyperparameters=hyperparameters,
+        recipe=recipe,
+        measured=measured,
+        settings_key=settings_key,
+        method_fields=dict(
+            task=task,
+            kd=kd,
+            example_messages=example_messages,
+            members=members,
+            rounds=log,
+            combine=combine,
+            weights=[round(w, 4) for w in weights],
+            boosting=boosting,
+            params_total=format_params(total),
+            params_total_exact=f"{total:,}",
+            params_non_embedding=format_params(non_embedding),
+            params_non_embedding_exact=f"{non_embedding:,}",
+            ensemble_tokens=f"{sum(entry.get('train_tokens') or 0 for entry in log):,}",
+            teacher=log[-1].get("teacher") if log else None,
+            teacher_note=log[-1].get("teacher_note") if log else "",
+            fmt=fmt,
+        ),
     )

@@ -1,10 +1,11 @@
 """The ensemble repo's files: its transformers model (config, remote code, tokenizer, one folder per round), the
-per-round log, and what a resumed run reads back from the pushed repo."""
+per-round log and training logs, and what a resumed run reads back from the pushed repo."""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +14,11 @@ from datasets_builders.logits import tokenizer_identity
 from eval.plots import rounds_figure
 from scalingdown.hub import HubTarget
 from trainers.ensemble_model import AUTO_MAP, CODE_DIR, REMOTE_CODE_FILES, EnsembleConfig
+from trainers.stage import LOSS_CURVE_FILE, SETTINGS_FILE, SettingsChanged, differences
 
 LOG_JSON, LOG_CSV, LOG_PLOT = "rounds.json", "rounds.csv", "rounds.png"
+TRAINER_STATE = "trainer_state.json"  # in each round's folder: its loss history, for the ensemble's loss curve
+PUBLISHED_FILES = ("README.md", LOSS_CURVE_FILE, "training_cost.json", SETTINGS_FILE)  # written anew by each push
 LOG_COLUMNS = [
     "round",
     "size",
@@ -26,6 +30,7 @@ LOG_COLUMNS = [
     "train_tokens",
     "train_seconds",
     "tokens_per_second",
+    "mfu",
     "final_train_loss",
     "teacher",
     "teacher_loss",
@@ -79,13 +84,48 @@ def write_log(folder: Path, log: list[dict]) -> None:
     rounds_figure(log).savefig(folder / LOG_PLOT)
 
 
+def save_round_logs(run_dir: Path, member_folder: Path, staging: Path, trainer_state) -> None:
+    """A round's training logs in the ensemble folder: its TensorBoard files as ``runs/<round>/`` and its trainer
+    state (the loss history) beside its weights."""
+    if (run_dir / "runs").is_dir():
+        shutil.copytree(run_dir / "runs", staging / "runs" / member_folder.name, dirs_exist_ok=True)
+    trainer_state.save_to_json(str(member_folder / TRAINER_STATE))
+
+
+def rounds_history(staging: Path, members: list[dict]) -> list[dict]:
+    """Every round's logged losses one after the other: round ``r``'s steps continue where round ``r - 1`` stopped."""
+    history, offset = [], 0
+    for member in members:
+        saved = staging / member["subfolder"] / TRAINER_STATE
+        if not saved.is_file():
+            continue
+        state = json.loads(saved.read_text())
+        history += [{**entry, "step": entry["step"] + offset} for entry in state["log_history"] if "step" in entry]
+        offset += state.get("global_step", 0)
+    return history
+
+
+def link_ensemble(staging: Path, folder: Path) -> None:
+    """The ensemble as ``folder`` will be pushed: ``staging``'s files hard-linked where the file system allows it
+    (weights are not copied), bar those each push writes anew (written there, they would change ``staging`` too)."""
+
+    def link(source: str, destination: str) -> None:
+        try:
+            os.link(source, destination)
+        except OSError:
+            shutil.copy2(source, destination)
+
+    shutil.copytree(staging, folder, copy_function=link, ignore=shutil.ignore_patterns(*PUBLISHED_FILES))
+
+
 @dataclass
 class EnsembleState:
-    """What the ensemble repo already holds: its members (one per pushed round), the per-round log, the combine."""
+    """What the ensemble repo already holds: its members (one per pushed round), the per-round log, the settings
+    its rounds were trained with."""
 
     members: list[dict]
     log: list[dict]
-    combine: str | None = None
+    settings: dict | None = None
 
 
 def resume_state(target: HubTarget, repo: str, staging: Path) -> EnsembleState:
@@ -98,19 +138,23 @@ def resume_state(target: HubTarget, repo: str, staging: Path) -> EnsembleState:
     shutil.copytree(target.local_folder("model", repo), staging, ignore=shutil.ignore_patterns(".git"))
     config = json.loads((staging / "config.json").read_text())
     log = json.loads((staging / LOG_JSON).read_text()) if (staging / LOG_JSON).is_file() else []
-    return EnsembleState(list(config.get("members") or []), log, config.get("combine"))
+    settings = json.loads((staging / SETTINGS_FILE).read_text()) if (staging / SETTINGS_FILE).is_file() else None
+    return EnsembleState(list(config.get("members") or []), log, settings)
 
 
-def check_resume(state: EnsembleState, sizes: list[str], combine: str, location: str) -> None:
-    """Refuse to extend a pushed ensemble with settings that contradict its rounds (sizes, combine mode)."""
-    pushed = [m.get("size") for m in state.members]
-    if pushed != sizes[: len(pushed)]:
-        raise ValueError(
-            f"{location} has rounds of sizes {pushed}, but this run plans {sizes[: len(pushed)]} for them: keep "
-            "SIZE/ROUND_SIZES as they were, or pass --ensemble_name for a new ensemble"
+def check_resume(state: EnsembleState, settings: dict, location: str) -> None:
+    """Refuse to add rounds to a pushed ensemble whose rounds were trained with other settings (inputs, sizes,
+    combine mode, any option but ``--rounds``), naming each difference."""
+    if not state.members:
+        return
+    if state.settings is None:
+        raise SettingsChanged(
+            f"{location} has {len(state.members)} rounds but no {SETTINGS_FILE}, so what they were trained with is "
+            "unknown: pass --ensemble_name for a new ensemble"
         )
-    if state.combine and state.combine != combine:
-        raise ValueError(
-            f"{location} combines its members with combine={state.combine!r}; pass --combine {state.combine} "
-            "to add rounds, or --ensemble_name for a new ensemble"
+    changed = differences(state.settings, settings)
+    if changed:
+        raise SettingsChanged(
+            f"{location} holds {len(state.members)} rounds trained with other settings ({'; '.join(changed)}); "
+            "adding rounds would mix two ensembles: keep those settings, or pass --ensemble_name for a new ensemble"
         )

@@ -19,9 +19,9 @@ from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from datasets_builders.logits import tokenize_conversation, tokenizer_identity
 from datasets_builders.rationales import finish_rationale
-from eval.measure import MeasureRequest, measure
+from eval.measure import measure
 from eval.models import EvalModel, has_chat_template, teacher_models
-from eval.run import VARIANTS
+from eval.run import VARIANTS, measure_request
 from trainers.ensemble_model import EnsembleForCausalLM
 
 logger = logging.getLogger("trainers.ensemble")
@@ -62,17 +62,9 @@ def evaluation_loss(model, dataset: Dataset, pad_id: int, batch_size: int, outpu
 def task_accuracy(model: EvalModel, task: str, location: str, limit: int, batch_size: int, max_gen_toks) -> dict:
     """lm-eval accuracy (the ``cot`` variant of ``make eval``) on the first ``limit`` test questions, in this
     process; a failure is recorded, and the run goes on."""
-    request = MeasureRequest(
-        model_path=model.path,
-        lm_eval_task=VARIANTS["cot"].format(task=task),
-        dataset_path=location,
-        chat=model.chat,
-        num_fewshot=model.num_fewshot,
-        limit=limit,
-        batch_size=batch_size,
-        latency_samples=0,
-        trust_remote_code=model.trust_remote_code,
-        max_gen_toks=max_gen_toks,
+    lm_eval_task = VARIANTS["cot"].format(task=task)
+    request = measure_request(
+        model, lm_eval_task, location, limit=limit, batch_size=batch_size, latency_samples=0, max_gen_toks=max_gen_toks
     )
     try:
         result = measure(request)

@@ -43,8 +43,8 @@ SETTINGS_FILE = "run_settings.json"
 LOSS_CURVE_FILE = "loss_curve.png"
 DEFAULT_OUTPUT_DIRS = (None, "", "trainer_output")  # what TRL/transformers put when --output_dir is not given
 # Options that do not change the weights a step produces: where a run writes, whether it pushes, how it is
-# priced, and how long it runs (extending max_steps resumes the same run).
-NOT_SETTINGS = {"push", "recipe", "price_per_device_hour", "device_kind"}
+# priced, and how long it runs (extending max_steps, or an ensemble's rounds, resumes the same run).
+NOT_SETTINGS = {"push", "recipe", "price_per_device_hour", "device_kind", "rounds"}
 TRAINING_SETTINGS = (
     "learning_rate",
     "lr_scheduler_type",
@@ -451,6 +451,7 @@ class Publication:
     card: Callable[[Measurement], CardContext]
     figures: Callable[[Measurement], dict] | None = None  # the trainer's own lines of training_cost.json
     report: Callable[[Measurement], list[str]] | None = None  # what it prints after training, pushed or not
+    log_history: Callable[[], list[dict]] | None = None  # what the loss curve draws (default: the trainer's)
 
 
 def publish(publication: Publication, trainer, output_dir: Path, measured: Measurement) -> str:
@@ -465,7 +466,8 @@ def publish(publication: Publication, trainer, output_dir: Path, measured: Measu
     publication.save(folder)
     copy_training_logs(output_dir, folder)
     context = publication.card(measured)
-    if loss_curve(trainer.state.log_history, folder / LOSS_CURVE_FILE, title=context.model_name):
+    history = publication.log_history() if publication.log_history else trainer.state.log_history
+    if loss_curve(history, folder / LOSS_CURVE_FILE, title=context.model_name):
         context.loss_curve = LOSS_CURVE_FILE
     context.render(publication.template, publication.tags).save(folder / "README.md")
     figures = measured.figures() | (publication.figures(measured) if publication.figures else {})
