@@ -37,7 +37,6 @@ from trainers.stage import (
     Inputs,
     Measurement,
     Publication,
-    code_revision,  # noqa: F401  (trainers.ensemble imports it from here)
     hyperparameters,
     parse,
     pin_inputs,
@@ -47,7 +46,6 @@ from trainers.stage import (
     save_settings,
     settings_key,
     setup,
-    train,
 )
 from trainers.student_trainer import StudentSFTTrainer
 
@@ -322,14 +320,6 @@ def build_run(
         kd_info=kd_info,
         example_user=example_user,
     )
-
-
-def run_training(run: TrainingRun, training_args: SFTConfig) -> tuple[object, float, int]:
-    """Train and measure one run without publishing it: ``(TrainOutput, seconds, tokens)`` of this run only."""
-    result, measured = train(
-        run.trainer, run.last_checkpoint, run.size.parameter_counts(), training_args.resume_from_checkpoint
-    )
-    return result, measured.this_run["seconds"], measured.this_run["tokens"]
 
 
 def publication(
