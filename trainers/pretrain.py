@@ -4,7 +4,7 @@
     python -m trainers.pretrain --config recipes/pretrain/scratch.yaml --size 8M --price_per_device_hour 0.05
     accelerate launch --config_file recipes/accelerate/ddp.yaml -m trainers.pretrain \
         --config recipes/pretrain/scratch-gpu.yaml --size 60M
-    sbatch recipes/slurm/pretrain.sbatch        # several nodes (SIZE, RECIPE, CONFIG are variables there)
+    sbatch recipes/slurm/pretrain.sbatch        # several nodes (untested; SIZE and RECIPE are variables there)
 
 The corpus is a dataset repo with a ``text`` column (``{ORG}/pretrain-corpus``, built by
 ``python -m datasets_builders.corpus``; ``make pretrain`` builds it first). Each document is closed by
