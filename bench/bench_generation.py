@@ -111,11 +111,13 @@ def main() -> None:
 
     print(f"teacher={args.teacher} prompts={len(prompts)} max_new_tokens={args.max_new_tokens} device={device_name()}")
     print(
-        f"python={platform.python_version()} torch={torch.__version__} load average (1 min) {min(loads):.2f}-{max(loads):.2f}"
+        f"python={platform.python_version()} torch={torch.__version__} "
+        f"load average (1 min) {min(loads):.2f}-{max(loads):.2f}"
     )
     limit = peak["flops"] / (2 * params)
     print(
-        f"FLOP limit: {limit:.0f} tokens/s ({params / 1e6:.1f}M parameters, {peak['flops'] / 1e9:.0f} GFLOP/s {peak['probe']})"
+        f"FLOP limit: {limit:.0f} tokens/s ({params / 1e6:.1f}M parameters, "
+        f"{peak['flops'] / 1e9:.0f} GFLOP/s {peak['probe']})"
     )
     base = paths[0]
     for path in paths:

@@ -24,6 +24,7 @@ from huggingface_hub import DatasetCard, DatasetCardData
 
 from datasets_builders.decontamination import find_overlap
 from datasets_builders.logits import LogitsSettings, build_logits, logits_config, storage_figures
+from datasets_builders.rationale_selection import SELECTION_REASONS, SelectionSettings, select_rationales
 from datasets_builders.rationales import (
     PROMPT_MODES,
     PROMPT_VERSION,
@@ -33,7 +34,6 @@ from datasets_builders.rationales import (
     finish_rationale,
 )
 from datasets_builders.shards import ShardStore
-from datasets_builders.rationale_selection import SELECTION_REASONS, SelectionSettings, select_rationales
 from datasets_builders.synthetic_gsm import SyntheticGSMConfig
 from datasets_builders.tasks import LoadReport, get_task, has_split, load_examples
 from datasets_builders.teacher_base import GenerationSettings
@@ -251,7 +251,9 @@ def assemble_train_rows(args: PushDataArguments, examples: Dataset, kind: str) -
             group.sort(key=lambda r: r["sample"])
             num_choices = len(example["choices"] or [])
             results = [check_rationale(r["text"], example["answer"], kind, num_choices, filters) for r in group]
-            verdicts = select_rationales([(r["text"], res.reason) for r, res in zip(group, results)], selection)
+            verdicts = select_rationales(
+                [(r["text"], res.reason) for r, res in zip(group, results, strict=True)], selection
+            )
             sampled += len(group)
             consistent += sum(res.consistent for res in results)
             covered += any(v is None for v in verdicts)
@@ -478,7 +480,8 @@ def main(args: PushDataArguments) -> str | None:
     test = held_out["test"]
     if len(train) == 0:
         raise SystemExit(f"no usable training examples for {args.task} (load report: {train_report})")
-    logger.info("%s: %s examples", args.task, ", ".join(f"{len(ds)} {split}" for split, ds in reports.items()))
+    sizes = ", ".join(f"{len(ds)} {split}" for split, ds in {"train": train, **held_out}.items())
+    logger.info("%s: %s examples", args.task, sizes)
     contamination = find_overlap(
         [(r["id"], r["question"]) for r in train], [(r["id"], r["question"]) for r in test]
     ).to_dict()
