@@ -109,7 +109,10 @@ def main() -> None:
             path.run(prompts[start : start + chunk])
         loads.append(os.getloadavg()[0])
         rates = ", ".join(f"{path.rate:.1f}" for path in paths)
-        print(f"prompts {min(start + chunk, len(prompts))}/{len(prompts)}: tok/s so far {rates}; load {loads[-1]:.2f}", flush=True)
+        print(
+            f"prompts {min(start + chunk, len(prompts))}/{len(prompts)}: tok/s so far {rates}; load {loads[-1]:.2f}",
+            flush=True,
+        )
 
     print(f"teacher={args.teacher} prompts={len(prompts)} max_new_tokens={args.max_new_tokens} device={device_name()}")
     print(
