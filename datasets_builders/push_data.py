@@ -3,10 +3,11 @@
     python -m datasets_builders.push_data --task gsm8k --data ../shared/data/gsm8k --limit 50 \
         --teachers smollm2-135m-instruct,gemma3-270m
     python -m datasets_builders.push_data --config recipes/push_data/synthetic_gsm.yaml
+    python -m datasets_builders.push_data --config recipes/push_data/synthetic_gsm-easy.yaml --num_samples 4 --keep 2
 
-Each teacher's generations are written as parquet shards under ``--work_dir`` while it runs, so an
-interrupted build resumes where it stopped. Filters run when the repo is assembled, so changing a
-filter never needs a teacher again.
+Each teacher's generations (one per example and sample) are written as parquet shards under ``--work_dir`` while
+it runs, so an interrupted build resumes at the first missing sample. Filters run when the repo is assembled, so
+changing a filter never needs a teacher again.
 """
 
 from __future__ import annotations

@@ -133,7 +133,8 @@ def resolve_model_source(spec: str) -> tuple[str, str]:
 
 
 class TransformersTeacher(Teacher):
-    """A causal LM run by transformers: batched, left-padded, length-sorted, KV-cached generation."""
+    """A causal LM run by transformers: batched, left-padded, length-sorted, KV-cached generation (int8 linear
+    layers on CPU when the settings ask for it)."""
 
     def __init__(self, name: str, source: str, dtype: str = "auto", device: str | None = None):
         from transformers import AutoModelForCausalLM, AutoTokenizer
