@@ -1,81 +1,141 @@
-"""Rationale generation throughput: our batched path vs a naive per-example ``generate()`` loop.
+"""Rationale generation throughput: the previous push-data path vs the current one, side by side in one process.
 
-    python bench/bench_generation.py --teacher smollm2-135m-instruct --num_prompts 32 --batch_size 32
+    python bench/bench_generation.py --teacher smollm2-135m-instruct --num_prompts 128
+    python bench/bench_generation.py --smoke --teacher path/to/tokenizer-folder   # seconds: the suite runs it
 
-Same teacher, same teacher-forced prompts (synthetic_gsm), greedy decoding, one run each. Prints generated
-tokens/s of both, the ratio, and how many outputs are identical (batching pads on the left, which can
-flip a near-tie in greedy decoding).
+Same teacher, same teacher-forced synthetic_gsm prompts, greedy. The previous path is float32 at batch 16; the
+levers are timed on their own too (float32 at the new batch size) and the current path is push-data's defaults
+(``PushDataArguments``). Paths run interleaved, one chunk of prompts at a time, so machine load hits each alike.
+Prints tokens/s per path, the share of outputs identical to the previous path's, the fraction of the FLOP limit
+(2 x parameters FLOPs per generated token against this run's matmul probe) and, last, the speed-up.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import tempfile
 import time
+from dataclasses import dataclass, replace
 
 import torch
 
+from datasets_builders.push_data import PushDataArguments
 from datasets_builders.rationales import build_prompt
 from datasets_builders.tasks import load_examples
-from datasets_builders.teacher_base import GenerationSettings, cut_at_stop
-from datasets_builders.teachers import load_teacher
+from datasets_builders.teacher_base import GenerationSettings, TeacherPrompt
+from datasets_builders.teachers import TransformersTeacher, load_teacher
+from trainers.cost import device_name, measure_peak_flops
+
+PREVIOUS = GenerationSettings(batch_size=16)  # push-data before: float32, 16 prompts per generate() call
 
 
-def naive_loop(teacher, prompts, settings: GenerationSettings) -> tuple[list[str], int, float]:
-    """What a first script does: one prompt at a time, no padding, no sorting."""
-    texts, tokens = [], 0
-    start = time.perf_counter()
-    for prompt in prompts:
-        ids = torch.tensor([teacher.encode([prompt])[0]], device=teacher.device)
-        with torch.inference_mode():
-            out = teacher.model.generate(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=settings.max_new_tokens,
-                do_sample=False,
-                temperature=None,
-                top_p=None,
-                top_k=None,
-                pad_token_id=teacher.tokenizer.pad_token_id,
-                stop_strings=settings.stop,
-                tokenizer=teacher.tokenizer,
-            )
-        new = out[0, ids.shape[1] :]
-        tokens += len(new)
-        texts.append(cut_at_stop(teacher.tokenizer.decode(new, skip_special_tokens=True), settings.stop))
-    return texts, tokens, time.perf_counter() - start
+@dataclass
+class TimedPath:
+    name: str
+    teacher: TransformersTeacher
+    settings: GenerationSettings
+    texts: list[str]
+    tokens: int = 0
+    seconds: float = 0.0
+
+    def run(self, prompts: list[TeacherPrompt]) -> None:
+        start = time.perf_counter()
+        generations = self.teacher.generate(prompts, self.settings)
+        self.seconds += time.perf_counter() - start
+        self.tokens += sum(g.num_tokens for g in generations)
+        self.texts += [g.text for g in generations]
+
+    @property
+    def rate(self) -> float:
+        return self.tokens / self.seconds
+
+
+def smoke_teacher(tokenizer_source: str) -> str:
+    """A tiny random Llama built from a config, with ``tokenizer_source``'s tokenizer, saved to a temporary folder."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+        initializer_range=0.2,
+    )
+    folder = tempfile.mkdtemp(prefix="bench-generation-")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", default="smollm2-135m-instruct")
-    parser.add_argument("--task", default="synthetic_gsm")
-    parser.add_argument("--num_prompts", type=int, default=32)
-    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--num_prompts", type=int, default=128)
     parser.add_argument("--max_new_tokens", type=int, default=128)
+    parser.add_argument("--smoke", action="store_true", help="A tiny model from a config and a few prompts.")
     args = parser.parse_args()
 
-    teacher = load_teacher(args.teacher)
-    examples, _ = load_examples(args.task, "train", limit=args.num_prompts)
+    current = PushDataArguments(teachers=args.teacher, max_new_tokens=args.max_new_tokens).generation_settings()
+    previous = replace(PREVIOUS, max_new_tokens=args.max_new_tokens)
+    spec = args.teacher
+    if args.smoke:
+        spec, args.num_prompts, args.max_new_tokens = smoke_teacher(args.teacher), 6, 8
+        current, previous = replace(current, batch_size=4, max_new_tokens=8), replace(previous, max_new_tokens=8)
+    examples, _ = load_examples("synthetic_gsm", "train", limit=args.num_prompts)
     prompts = [build_prompt(r["question"], r["choices"], r["answer"], "numeric", "teacher_forced") for r in examples]
-    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
-    teacher.generate(prompts[:2], GenerationSettings(max_new_tokens=4, batch_size=2))  # warm-up
 
-    start = time.perf_counter()
-    batched = teacher.generate(prompts, settings)
-    batched_s = time.perf_counter() - start
-    batched_tokens = sum(g.num_tokens for g in batched)
+    paths = [
+        TimedPath("previous: float32, batch 16", load_teacher(spec), previous, []),
+        TimedPath(f"lever: float32, batch {current.batch_size}", load_teacher(spec), replace(current, int8=False), []),
+        TimedPath(f"push-data: int8={current.int8}, batch {current.batch_size}", load_teacher(spec), current, []),
+    ]
+    params = sum(p.numel() for p in paths[0].teacher.model.parameters())
+    for path in paths:  # warm-up (and the one-off int8 conversion)
+        path.teacher.generate(prompts[:2], replace(path.settings, max_new_tokens=2))
+    peak = measure_peak_flops()
+    loads = [os.getloadavg()[0]]
+    chunk = current.batch_size
+    for start in range(0, len(prompts), chunk):
+        for path in paths:
+            path.run(prompts[start : start + chunk])
+        loads.append(os.getloadavg()[0])
+        rates = ", ".join(f"{path.rate:.1f}" for path in paths)
+        print(
+            f"prompts {min(start + chunk, len(prompts))}/{len(prompts)}: tok/s so far {rates}; load {loads[-1]:.2f}",
+            flush=True,
+        )
 
-    naive_texts, naive_tokens, naive_s = naive_loop(teacher, prompts, settings)
-    same = sum(a.text == b for a, b in zip(batched, naive_texts, strict=True))
-
-    device = torch.cuda.get_device_name() if teacher.device == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"teacher={args.teacher} prompts={len(prompts)} max_new_tokens={args.max_new_tokens} device={device}")
-    print(f"python={platform.python_version()} torch={torch.__version__}")
-    batched_rate, naive_rate = batched_tokens / batched_s, naive_tokens / naive_s
-    print(f"batched (batch {args.batch_size}): {batched_tokens} tokens in {batched_s:.1f} s = {batched_rate:.1f} tok/s")
-    print(f"naive loop (batch 1):  {naive_tokens} tokens in {naive_s:.1f} s = {naive_rate:.1f} tok/s")
-    print(f"speed-up: {batched_rate / naive_rate:.2f}x; identical outputs: {same}/{len(prompts)}")
+    print(f"teacher={args.teacher} prompts={len(prompts)} max_new_tokens={args.max_new_tokens} device={device_name()}")
+    print(
+        f"python={platform.python_version()} torch={torch.__version__} "
+        f"load average (1 min) {min(loads):.2f}-{max(loads):.2f}"
+    )
+    limit = peak["flops"] / (2 * params)
+    print(
+        f"FLOP limit: {limit:.0f} tokens/s ({params / 1e6:.1f}M parameters, "
+        f"{peak['flops'] / 1e9:.0f} GFLOP/s {peak['probe']})"
+    )
+    base = paths[0]
+    for path in paths:
+        same = sum(a == b for a, b in zip(path.texts, base.texts, strict=True))
+        print(
+            f"{path.name:<36} {path.tokens:>6} tokens in {path.seconds:6.1f} s = {path.rate:7.1f} tok/s "
+            f"({path.rate / limit:.0%} of the FLOP limit, {path.rate / base.rate:.2f}x); "
+            f"identical to previous: {same}/{len(prompts)} ({same / len(prompts):.0%})"
+        )
+    print(
+        f"speed-up of push-data's path over the previous one: {paths[-1].rate / base.rate:.2f}x "
+        f"({paths[-1].rate / limit:.0%} of the FLOP limit)"
+    )
 
 
 if __name__ == "__main__":

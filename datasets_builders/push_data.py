@@ -3,10 +3,11 @@
     python -m datasets_builders.push_data --task gsm8k --data ../shared/data/gsm8k --limit 50 \
         --teachers smollm2-135m-instruct,gemma3-270m
     python -m datasets_builders.push_data --config recipes/push_data/synthetic_gsm.yaml
+    python -m datasets_builders.push_data --config recipes/push_data/synthetic_gsm-easy.yaml --num_samples 4 --keep 2
 
-Each teacher's generations are written as parquet shards under ``--work_dir`` while it runs, so an
-interrupted build resumes where it stopped. Filters run when the repo is assembled, so changing a
-filter never needs a teacher again.
+Each teacher's generations (one per example and sample) are written as parquet shards under ``--work_dir`` while
+it runs, so an interrupted build resumes at the first missing sample. Filters run when the repo is assembled, so
+changing a filter never needs a teacher again.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from huggingface_hub import DatasetCard, DatasetCardData
 
 from datasets_builders.decontamination import find_overlap
 from datasets_builders.logits import LogitsSettings, build_logits, logits_config, storage_figures
+from datasets_builders.rationale_selection import SELECTION_REASONS, SelectionSettings, select_rationales
 from datasets_builders.rationales import (
     PROMPT_MODES,
     PROMPT_VERSION,
@@ -33,7 +35,8 @@ from datasets_builders.rationales import (
     finish_rationale,
 )
 from datasets_builders.shards import ShardStore
-from datasets_builders.tasks import get_task, load_examples
+from datasets_builders.synthetic_gsm import SyntheticGSMConfig
+from datasets_builders.tasks import LoadReport, get_task, has_split, load_examples
 from datasets_builders.teacher_base import GenerationSettings
 from datasets_builders.teacher_shards import TeacherRequest, generate_into_shards, teacher_shard_dir
 from datasets_builders.teachers import DEFAULT_TEACHERS, resolve_model_source, teacher_name
@@ -76,18 +79,40 @@ class PushDataArguments:
     )
     limit: int = field(default=64, metadata={"help": "Training examples to explain (per teacher); 0 = all."})
     test_limit: int = field(default=100, metadata={"help": "Held-out test examples in the test split; 0 = all."})
+    validation_limit: int = field(
+        default=100, metadata={"help": "Held-out examples in the validation split (where the task has one); 0 = all."}
+    )
     mode: str = field(default="teacher_forced", metadata={"help": f"Prompt mode, one of {PROMPT_MODES}."})
     max_new_tokens: int = field(default=128, metadata={"help": "Longest rationale, in tokens."})
-    batch_size: int = field(default=16, metadata={"help": "Prompts per generate() call."})
-    do_sample: bool = field(default=False, metadata={"help": "Sample instead of greedy decoding."})
-    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (with --do_sample)."})
+    batch_size: int = field(default=64, metadata={"help": "Prompts per generate() call."})
+    int8: bool = field(
+        default=True,
+        metadata={"help": "CPU teachers: int8 dynamic quantisation of linear layers (faster; outputs may differ)."},
+    )
+    num_samples: int = field(default=1, metadata={"help": "Rationales sampled per (example, teacher)."})
+    temperature: float | None = field(
+        default=None,
+        metadata={"help": "Sampling temperature; 0 = greedy. Default: 0.7 with --num_samples > 1, else greedy."},
+    )
+    keep: int = field(
+        default=0, metadata={"help": "Most distinct passing rationales kept per (example, teacher); 0 = all."}
+    )
     seed: int = field(default=42, metadata={"help": "Seed for sampling and the synthetic task."})
     min_chars: int = field(default=20, metadata={"help": "Drop rationales shorter than this."})
     max_chars: int = field(default=2000, metadata={"help": "Drop rationales longer than this."})
     consistency: str = field(
         default="drop", metadata={"help": "drop: remove rationales whose answer disagrees with gold; flag: keep."}
     )
-    shard_size: int = field(default=32, metadata={"help": "Examples per shard written while generating."})
+    shard_size: int = field(default=32, metadata={"help": "Generations per shard written while generating."})
+    min_steps: int | None = field(default=None, metadata={"help": "synthetic_gsm: fewest steps per problem."})
+    max_steps: int | None = field(default=None, metadata={"help": "synthetic_gsm: most steps per problem."})
+    min_value: int | None = field(default=None, metadata={"help": "synthetic_gsm: smallest stated number."})
+    max_value: int | None = field(default=None, metadata={"help": "synthetic_gsm: largest stated number."})
+    max_total: int | None = field(default=None, metadata={"help": "synthetic_gsm: bound on every result."})
+    num_distractors: int | None = field(default=None, metadata={"help": "synthetic_gsm: irrelevant sentences."})
+    operations: str | None = field(
+        default=None, metadata={"help": "synthetic_gsm: step kinds used, of add,sub,mul,div,pct."}
+    )
     logits: int = field(
         default=0,
         metadata={"help": "Also store each logits teacher's top-k log-probs at every training token (k); 0 = none."},
@@ -126,6 +151,7 @@ class PushDataArguments:
             raise ValueError(f"--logits is the number of top log-probs kept per token (0 = none), got {self.logits}")
         if self.logits and not self.logits_specs:
             raise ValueError("--logits needs a teacher to score the rows: set --logits_teachers")
+        self.synthetic_config()  # refuses knobs given to another task, or out of range
 
     @property
     def teacher_specs(self) -> list[str]:
@@ -139,71 +165,129 @@ class PushDataArguments:
             return [t.strip() for t in self.logits_teachers.split(",") if t.strip()]
         return [t for t in self.teacher_specs if not t.startswith("openai:")]
 
+    def synthetic_config(self) -> SyntheticGSMConfig | None:
+        """The generator's difficulty knobs (defaults where unset); None for a task that is not generated."""
+        knobs = {name: getattr(self, name) for name in SYNTHETIC_KNOBS if getattr(self, name) is not None}
+        if self.task != "synthetic_gsm":
+            if knobs:
+                raise ValueError(f"{', '.join(knobs)} only apply to --task synthetic_gsm, not {self.task}")
+            return None
+        return SyntheticGSMConfig(**knobs, seed=self.seed)
+
     def generation_settings(self) -> GenerationSettings:
+        temperature = self.temperature if self.temperature is not None else (0.7 if self.num_samples > 1 else 0.0)
         return GenerationSettings(
             max_new_tokens=self.max_new_tokens,
-            do_sample=self.do_sample,
-            temperature=self.temperature,
+            do_sample=temperature > 0,
+            temperature=temperature if temperature > 0 else 0.7,
             seed=self.seed,
             batch_size=self.batch_size,
+            int8=self.int8,
         )
 
     def filter_settings(self) -> FilterSettings:
         return FilterSettings(min_chars=self.min_chars, max_chars=self.max_chars, consistency=self.consistency)
 
+    def selection_settings(self) -> SelectionSettings:
+        return SelectionSettings(keep=self.keep)
+
+    def examples(self, split: str, limit: int) -> tuple[Dataset, LoadReport]:
+        return load_examples(
+            self.task, split, data=self.data, limit=limit or None, seed=self.seed, synthetic=self.synthetic_config()
+        )
+
+
+SYNTHETIC_KNOBS = ("min_steps", "max_steps", "min_value", "max_value", "max_total", "num_distractors", "operations")
+
 
 def shard_dir(args: PushDataArguments, spec: str) -> Path:
-    """Shards of one teacher's rationales for this task, data, prompt mode and prompt version."""
-    inputs = [args.task, args.data and str(Path(args.data).resolve()), args.mode, PROMPT_VERSION]
+    """Shards of one teacher's rationales for this task, data, difficulty, prompt mode and prompt version.
+
+    The number of samples is not part of it: asking for more samples later generates only the new ones.
+    """
+    synthetic = args.synthetic_config()
+    inputs = [args.task, args.data and str(Path(args.data).resolve()), args.mode, PROMPT_VERSION, "per-sample ids"]
+    if synthetic is not None:
+        inputs.append(asdict(synthetic))
     return teacher_shard_dir(Path(args.work_dir) / args.task, spec, args.generation_settings(), inputs)
 
 
+def sample_id(example_id: str, sample: int) -> str:
+    """The shard key of one (example, sample): resuming skips exactly the samples already written."""
+    return f"{example_id}#{sample}"
+
+
 def generate_rationales(args: PushDataArguments, spec: str, examples: Dataset, kind: str) -> dict:
-    """Generate this teacher's missing rationales shard by shard; return what the card records of it."""
-    requests = [
-        TeacherRequest(row["id"], build_prompt(row["question"], row["choices"], row["answer"], kind, args.mode))
-        for row in examples
-    ]
+    """Generate this teacher's missing samples shard by shard; return what the card records of it."""
+    requests = []
+    for row in examples:
+        prompt = build_prompt(row["question"], row["choices"], row["answer"], kind, args.mode)
+        requests += [
+            TeacherRequest(sample_id(row["id"], k), prompt, {"example_id": row["id"], "sample": k})
+            for k in range(args.num_samples)
+        ]
     root = shard_dir(args, spec)
     return generate_into_shards(spec, requests, args.generation_settings(), root, args.shard_size)
 
 
 def assemble_train_rows(args: PushDataArguments, examples: Dataset, kind: str) -> tuple[list[dict], list[dict]]:
-    """Join each teacher's shards with the examples, filter, and count kept/dropped per teacher."""
+    """Join each teacher's samples with the examples, filter, drop duplicates, apply ``--keep``, and count.
+
+    Per teacher, ``sampled`` = ``kept`` + the sum of ``dropped``; ``covered`` counts examples with a kept row.
+    """
     by_id = {row["id"]: row for row in examples}
-    filters = args.filter_settings()
+    filters, selection = args.filter_settings(), args.selection_settings()
     rows, counts = [], []
     for spec in args.teacher_specs:
         name = teacher_name(spec)
-        dropped: Counter[str] = Counter()
-        generated = kept = consistent = 0
+        samples: dict[str, list[dict]] = {}
         for shard_row in ShardStore(shard_dir(args, spec)).rows():
-            example = by_id.get(shard_row["id"])
-            if example is None:  # generated under a larger --limit earlier; not part of this build
-                continue
-            generated += 1
+            # Rows of a larger --limit or --num_samples earlier are not part of this build.
+            if shard_row["example_id"] in by_id and shard_row["sample"] < args.num_samples:
+                samples.setdefault(shard_row["example_id"], []).append(shard_row)
+        dropped: Counter[str] = Counter()
+        sampled = kept = consistent = covered = 0
+        for example_id, group in samples.items():
+            example = by_id[example_id]
+            group.sort(key=lambda r: r["sample"])
             num_choices = len(example["choices"] or [])
-            result = check_rationale(shard_row["text"], example["answer"], kind, num_choices, filters)
-            consistent += result.consistent
-            if result.reason:
-                dropped[result.reason] += 1
-                continue
-            kept += 1
-            response = finish_rationale(shard_row["text"], example["answer"])
-            rows.append(
-                {
-                    **example,
-                    "teacher": name,
-                    "mode": args.mode,
-                    "rationale": response,
-                    "consistent": result.consistent,
-                    "messages": student_messages(example["question"], example["choices"], kind, response),
-                }
+            results = [check_rationale(r["text"], example["answer"], kind, num_choices, filters) for r in group]
+            verdicts = select_rationales(
+                [(r["text"], res.reason) for r, res in zip(group, results, strict=True)], selection
             )
+            sampled += len(group)
+            consistent += sum(res.consistent for res in results)
+            covered += any(v is None for v in verdicts)
+            for shard_row, result, verdict in zip(group, results, verdicts, strict=True):
+                if verdict:
+                    dropped[verdict] += 1
+                    continue
+                kept += 1
+                response = finish_rationale(shard_row["text"], example["answer"])
+                rows.append(
+                    {
+                        **example,
+                        "teacher": name,
+                        "mode": args.mode,
+                        "rationale": response,
+                        "consistent": result.consistent,
+                        "messages": student_messages(example["question"], example["choices"], kind, response),
+                    }
+                )
         counts.append(
-            {"teacher": name, "generated": generated, "kept": kept, "consistent": consistent, "dropped": dict(dropped)}
+            {
+                "teacher": name,
+                "sampled": sampled,
+                "kept": kept,
+                "keep_rate": round(kept / sampled, 3) if sampled else 0.0,
+                "consistent": consistent,
+                "covered": covered,
+                "examples": len(examples),
+                "coverage": round(covered / len(examples), 3) if len(examples) else 0.0,
+                "dropped": dict(dropped),
+            }
         )
-    rows.sort(key=lambda r: (r["id"], r["teacher"]))
+    rows.sort(key=lambda r: (r["id"], r["teacher"]))  # stable: a question's samples stay in sample order
     return rows, counts
 
 
@@ -229,8 +313,8 @@ def teacher_logits(args: PushDataArguments, rows: list[dict]) -> list[tuple[list
     return built
 
 
-def test_rows(examples: Dataset, kind: str) -> list[dict]:
-    """Held-out rows: same columns as train, with no teacher and only the user turn in ``messages``."""
+def held_out_rows(examples: Dataset, kind: str) -> list[dict]:
+    """Held-out rows (validation, test): same columns as train, no teacher, only the user turn in ``messages``."""
     return [
         {
             **row,
@@ -257,21 +341,33 @@ def example_rows(examples: Dataset, kind: str, with_answer: bool) -> list[dict]:
     ]
 
 
-def repo_configs(rows: list[dict], train: Dataset, test: Dataset, kind: str) -> list[RepoConfig]:
-    """The repo's configs, ``default`` first; more (e.g. offline logits) are appended here."""
+def repo_configs(
+    rows: list[dict], train: Dataset, held_out: dict[str, Dataset], kind: str, num_samples: int = 1
+) -> list[RepoConfig]:
+    """The repo's configs, ``default`` first; more (e.g. offline logits) are appended here.
+
+    ``held_out``: the ``validation`` (where the task has one; choices are made on it) and ``test`` examples.
+    """
+    per = (
+        "(example, teacher)" if num_samples == 1 else f"distinct kept sample (of {num_samples} per example and teacher)"
+    )
+    names = " and ".join(f"`{split}`" for split in held_out)
     return [
         RepoConfig(
             "default",
             "data",
             RATIONALE_FEATURES,
-            {"train": rows, "test": test_rows(test, kind)},
-            "one row per (example, teacher) whose rationale passed the filters; held-out `test` without rationales",
+            {"train": rows, **{split: held_out_rows(ds, kind) for split, ds in held_out.items()}},
+            f"one row per {per} whose rationale passed the filters; held-out {names} without rationales",
         ),
         RepoConfig(
             "examples",
             "examples",
             EXAMPLE_ROW_FEATURES,
-            {"train": example_rows(train, kind, with_answer=True), "test": example_rows(test, kind, with_answer=False)},
+            {
+                "train": example_rows(train, kind, with_answer=True),
+                **{split: example_rows(ds, kind, with_answer=False) for split, ds in held_out.items()},
+            },
             "every example of the build, rationale or not, answered only with 'The answer is X.' "
             "(what the `label` baseline trains on)",
         ),
@@ -297,7 +393,7 @@ def render_card(
     prompt = build_prompt(first["question"], first["choices"], first["answer"], kind, args.mode)
     reasons = sorted(
         {r for c in counts for r in c["dropped"]}
-        | {"refusal", "too_short", "too_long", "repetitive", "bad_arithmetic", "inconsistent"}
+        | {"refusal", "too_short", "too_long", "repetitive", "bad_arithmetic", "inconsistent", *SELECTION_REASONS}
     )
     speed = {t["name"]: t for t in teachers}
     for c in counts:
@@ -311,9 +407,12 @@ def render_card(
         language=["en"],
         task_categories=["text-generation", "question-answering"],
         tags=["scalingdown", "distillation", "rationales", "chain-of-thought", args.task],
-        size_categories=["n<1K" if total_rows < 1000 else "1K<n<10K"],
+        size_categories=["n<1K" if total_rows < 1000 else "1K<n<10K" if total_rows < 10000 else "10K<n<100K"],
         **card_meta,
     )
+    synthetic = args.synthetic_config()
+    if synthetic is not None:
+        card_data.synthetic_gsm = asdict(synthetic)  # the difficulty, in the card's YAML metadata
     return DatasetCard.from_template(
         card_data,
         template_path=template_path("dataset_card.md"),
@@ -344,6 +443,10 @@ def render_card(
         example_chat_prompt="\n".join(f"[{m['role']}] {m['content']}" for m in prompt.messages),
         example_text_prompt=prompt.text,
         generation_settings=", ".join(f"{k}={v}" for k, v in asdict(args.generation_settings()).items()),
+        num_samples=args.num_samples,
+        keep=args.keep,
+        near_duplicate=args.selection_settings().near_duplicate,
+        synthetic=asdict(synthetic) if synthetic is not None else None,
         filters=asdict(args.filter_settings()),
         reasons=reasons,
         filter_rows=counts,
@@ -354,11 +457,14 @@ def render_card(
 
 
 def print_summary(counts: list[dict], repo_location: str) -> None:
-    header = f"{'teacher':<28}{'generated':>10}{'kept':>8}{'consistent':>12}  dropped"
+    header = f"{'teacher':<28}{'sampled':>10}{'kept':>8}{'consistent':>12}{'coverage':>10}  dropped"
     print("\n" + header + "\n" + "-" * len(header))
     for c in counts:
         dropped = ", ".join(f"{k}={v}" for k, v in sorted(c["dropped"].items())) or "-"
-        print(f"{c['teacher']:<28}{c['generated']:>10}{c['kept']:>8}{c['consistent']:>12}  {dropped}")
+        print(
+            f"{c['teacher']:<28}{c['sampled']:>10}{c['kept']:>8}{c['consistent']:>12}"
+            f"{c['covered']:>5}/{c['examples']:<4}  {dropped}"
+        )
     print(f"\ndataset repo: {repo_location}")
 
 
@@ -366,11 +472,17 @@ def main(args: PushDataArguments) -> str | None:
     """Build (or resume) the rationales of every teacher, then assemble and push the dataset repo."""
     task_spec = get_task(args.task)
     kind = task_spec.answer_kind
-    train, train_report = load_examples(args.task, "train", data=args.data, limit=args.limit or None, seed=args.seed)
-    test, test_report = load_examples(args.task, "test", data=args.data, limit=args.test_limit or None, seed=args.seed)
+    train, train_report = args.examples("train", args.limit)
+    reports = {"train": train_report}
+    held_out = {}
+    for split, limit in (("validation", args.validation_limit), ("test", args.test_limit)):
+        if split == "test" or has_split(args.task, split, args.data):
+            held_out[split], reports[split] = args.examples(split, limit)
+    test = held_out["test"]
     if len(train) == 0:
         raise SystemExit(f"no usable training examples for {args.task} (load report: {train_report})")
-    logger.info("%s: %d train examples, %d test examples", args.task, len(train), len(test))
+    sizes = ", ".join(f"{len(ds)} {split}" for split, ds in {"train": train, **held_out}.items())
+    logger.info("%s: %s examples", args.task, sizes)
     contamination = find_overlap(
         [(r["id"], r["question"]) for r in train], [(r["id"], r["question"]) for r in test]
     ).to_dict()
@@ -388,10 +500,11 @@ def main(args: PushDataArguments) -> str | None:
             "every rationale was filtered out (see the counts above); nothing to push. Try more examples, "
             "another teacher, or --consistency flag to keep inconsistent rationales."
         )
-    load_report = {"train": asdict(train_report), "test": asdict(test_report)}
+    load_report = {split: asdict(report) for split, report in reports.items()}
     build = {"arguments": asdict(args), "teachers": teachers, "counts": counts, "decontamination": contamination}
     with tempfile.TemporaryDirectory() as tmp:
-        configs = repo_configs(rows, train, test, kind) + [logits_config(r, info) for r, info in logits]
+        configs = repo_configs(rows, train, held_out, kind, args.num_samples)
+        configs += [logits_config(r, info) for r, info in logits]
         card_meta = write_data_files(Path(tmp), configs)
         for _, info in logits:
             info.update(storage_figures(Path(tmp), info))

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from scalingdown.schema import Example
 
 TASK = "synthetic_gsm"
+OPERATIONS = ("add", "sub", "mul", "div", "pct")
 DEFAULT_SPLIT_SIZES: dict[str, int] = {"train": 2000, "validation": 300, "test": 300}
 # Ten buckets of sha256(question); disjoint per split, so the same question can never be in two splits.
 _SPLIT_BUCKETS: dict[str, frozenset[int]] = {
@@ -39,6 +40,10 @@ class SyntheticGSMConfig:
     max_value: int = field(default=20, metadata={"help": "Largest number stated in a problem (multipliers stay 2-5)."})
     max_total: int = field(default=1000, metadata={"help": "Upper bound on every intermediate result."})
     num_distractors: int = field(default=0, metadata={"help": "Irrelevant sentences with numbers per problem."})
+    operations: str = field(
+        default=",".join(OPERATIONS),
+        metadata={"help": f"Comma-separated step kinds a problem may use, of {','.join(OPERATIONS)}."},
+    )
     seed: int = field(default=0, metadata={"help": "Seed of the generator; each split derives its own stream."})
 
     def __post_init__(self) -> None:
@@ -50,6 +55,13 @@ class SyntheticGSMConfig:
             raise ValueError(f"max_total ({self.max_total}) must be at least 2 * max_value ({2 * self.max_value})")
         if not 0 <= self.num_distractors <= len(_DISTRACTORS):
             raise ValueError(f"num_distractors must be between 0 and {len(_DISTRACTORS)}")
+        unknown = set(self.allowed_operations) - set(OPERATIONS)
+        if unknown or not self.allowed_operations:
+            raise ValueError(f"operations must name some of {OPERATIONS}, got {self.operations!r}")
+
+    @property
+    def allowed_operations(self) -> tuple[str, ...]:
+        return tuple(op.strip() for op in self.operations.split(",") if op.strip())
 
 
 # A phrasing is (story sentence, solution lines). Placeholders: {name}; pronouns written in the male form
@@ -338,7 +350,8 @@ def _make_problem(rng: random.Random, config: SyntheticGSMConfig) -> tuple[str, 
 
     story: list[str] = []
     solution: list[str] = []
-    if rng.random() < 0.5:  # the start itself is a multiplication step
+    allowed = config.allowed_operations
+    if "mul" in allowed and rng.random() < 0.5:  # the start itself is a multiplication step
         a, b = rng.randint(config.min_value, config.max_value), rng.randint(2, min(10, config.max_value))
         if a * b > config.max_total:
             return None
@@ -353,7 +366,8 @@ def _make_problem(rng: random.Random, config: SyntheticGSMConfig) -> tuple[str, 
 
     previous_op, used = None, set()
     for _ in range(num_steps):
-        options = [op for op in scenario.steps if op != previous_op] or list(scenario.steps)
+        kinds = [op for op in scenario.steps if op in allowed]
+        options = [op for op in kinds if op != previous_op] or kinds
         rng.shuffle(options)
         for op in options:
             numbers = _step_numbers(op, x, rng, config)

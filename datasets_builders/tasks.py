@@ -19,7 +19,7 @@ import logging
 import random
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -364,13 +364,19 @@ def examples_from_records(
 
 
 def load_examples(
-    task: str, split: str, data: str | Path | None = None, limit: int | None = None, seed: int = 0
+    task: str,
+    split: str,
+    data: str | Path | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    synthetic: SyntheticGSMConfig | None = None,
 ) -> tuple[datasets.Dataset, LoadReport]:
     """Examples of ``task``/``split`` in the one schema, with a report of dropped rows.
 
     ``data``: None reads the Hub (or runs the synthetic generator); a folder or file reads local copies.
     ``limit``: keep the first N valid rows. ``seed``: the synthetic generator's seed, and the seed of PubMedQA's
     500/500 split of the Hub's single PQA-L split (use the same seed for train and test).
+    ``synthetic``: the generator's difficulty knobs (its own ``seed`` is replaced by ``seed``).
     """
     spec = get_task(task)
     if data is not None:
@@ -381,9 +387,22 @@ def load_examples(
         if split not in DEFAULT_SPLIT_SIZES:
             raise ValueError(f"unknown split {split!r} for {task}; expected one of {sorted(DEFAULT_SPLIT_SIZES)}")
         n = DEFAULT_SPLIT_SIZES[split] if limit is None else min(limit, DEFAULT_SPLIT_SIZES[split])
-        records = (example.to_row() for example in generate_examples(n, split, SyntheticGSMConfig(seed=seed)))
+        config = replace(synthetic or SyntheticGSMConfig(), seed=seed)
+        records = (example.to_row() for example in generate_examples(n, split, config))
         return examples_from_records(records, task, split, f"generated (seed={seed})", limit)
     return examples_from_records(_hub_records(spec, split, seed), task, split, spec.hub_id, limit)
+
+
+def has_split(task: str, split: str, data: str | Path | None = None) -> bool:
+    """Whether ``task`` offers ``split`` from ``data`` (or, with None, from the Hub or the generator)."""
+    spec = get_task(task)
+    if data is not None:
+        try:
+            _local_files(Path(data), split)
+        except FileNotFoundError:
+            return False
+        return True
+    return split in (DEFAULT_SPLIT_SIZES if spec.hub_id is None else spec.hub_splits)
 
 
 # ---- sources ----

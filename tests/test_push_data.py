@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import tiny_build_args
 from datasets import get_dataset_config_names, load_dataset
+from huggingface_hub import DatasetCard
 
 from datasets_builders.push_data import PushDataArguments, main, shard_dir
 from datasets_builders.shards import ShardStore
@@ -22,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _args(tmp_path, teacher, **overrides) -> PushDataArguments:
-    return tiny_build_args(tmp_path / "work", teacher, **overrides)
+    return tiny_build_args(tmp_path / "work", teacher, **{"validation_limit": 4, **overrides})
 
 
 def test_build_pushes_a_dataset_repo_that_load_dataset_reads(tmp_path, hub_dir, tiny_teacher_dir):
@@ -30,8 +32,10 @@ def test_build_pushes_a_dataset_repo_that_load_dataset_reads(tmp_path, hub_dir, 
     assert location == str(hub_dir / "datasets" / "testorg" / "synthetic_gsm-rationales")
 
     ds = load_dataset(location)
-    assert set(ds) == {"train", "test"}
-    assert len(ds["train"]) == 12 and len(ds["test"]) == 5
+    assert set(ds) == {"train", "validation", "test"}
+    assert len(ds["train"]) == 12 and len(ds["validation"]) == 4 and len(ds["test"]) == 5
+    assert ds["validation"][0]["rationale"] is None and len(ds["validation"][0]["messages"]) == 1
+    assert not set(ds["validation"]["question"]) & (set(ds["train"]["question"]) | set(ds["test"]["question"]))
     row = ds["train"][0]
     assert row["teacher"] == "tiny-llama" and row["mode"] == "teacher_forced"
     assert row["messages"][0]["role"] == "user" and row["messages"][1]["role"] == "assistant"
@@ -42,12 +46,12 @@ def test_build_pushes_a_dataset_repo_that_load_dataset_reads(tmp_path, hub_dir, 
     card = (Path(location) / "README.md").read_text()
     assert "tiny-llama" in card and "configs:" in card and "Decontamination" in card
     assert re.search(r"\| tiny-llama \| 12 \| 12 \|", card), card
-    assert re.search(r"\| `examples` \| `examples/` \| train 12, test 5 \|", card), card
+    assert re.search(r"\| `examples` \| `examples/` \| train 12, validation 4, test 5 \|", card), card
 
     # A second config holds every example with the answer-only turn the `label` baseline trains on.
     assert get_dataset_config_names(location) == ["default", "examples"]
     examples = load_dataset(location, "examples")
-    assert len(examples["train"]) == 12 and len(examples["test"]) == 5
+    assert len(examples["train"]) == 12 and len(examples["validation"]) == 4 and len(examples["test"]) == 5
     assert set(examples["train"].column_names) == {*EXAMPLE_FEATURES, "messages"}
     for row in examples["train"]:
         assert row["messages"][1] == {"role": "assistant", "content": f"The answer is {row['answer']}."}
@@ -70,7 +74,7 @@ def test_build_pushes_a_dataset_repo_that_load_dataset_reads(tmp_path, hub_dir, 
     example_ids = load_dataset(location, "examples", split="train")["id"]
     assert 0 < len(rationale_ids) < 12 and len(example_ids) == 12 and rationale_ids < set(example_ids)
     card = (Path(location) / "README.md").read_text()
-    assert f"train {len(rationale_ids)}, test 5" in card and "train 12, test 5" in card
+    assert f"train {len(rationale_ids)}, validation 4, test 5" in card and "train 12, validation 4, test 5" in card
 
 
 def row_by_id(rows, example_id: str) -> dict:
@@ -90,17 +94,18 @@ def test_gsm8k_from_the_original_files(tmp_path, hub_dir, tiny_teacher_dir, shar
     ds = load_dataset(location)
     assert ds["train"]["answer"][0] == "72"
     assert len(ds["train"]) == 6 and len(ds["test"]) == 5
+    assert set(ds) == {"train", "test"}  # the shared gsm8k copy has no validation file: none is made up
 
 
 def test_interrupted_build_resumes_without_duplicates_or_gaps(tmp_path, hub_dir, tiny_teacher_dir):
     """Kill a real build mid-way (SIGKILL, no cleanup), run it again, and count the rows."""
     flags = [
-        "--task", "synthetic_gsm", "--teachers", str(tiny_teacher_dir), "--limit", "96", "--test_limit", "4",
-        "--max_new_tokens", "48", "--batch_size", "4", "--shard_size", "4", "--consistency", "flag",
-        "--work_dir", str(tmp_path / "work"),
+        "--task", "synthetic_gsm", "--teachers", str(tiny_teacher_dir), "--limit", "48", "--test_limit", "4",
+        "--validation_limit", "4", "--num_samples", "2", "--max_new_tokens", "48", "--batch_size", "4",
+        "--shard_size", "4", "--consistency", "flag", "--work_dir", str(tmp_path / "work"),
     ]  # fmt: skip
-    # min_chars=0: a random teacher's text is sometimes empty, and every row must reach the repo here.
-    args = _args(tmp_path, tiny_teacher_dir, limit=96, test_limit=4, max_new_tokens=48, min_chars=0)
+    # min_chars=0: a random teacher's text is sometimes empty; duplicates are what sampling may still drop.
+    args = _args(tmp_path, tiny_teacher_dir, limit=48, num_samples=2, test_limit=4, max_new_tokens=48, min_chars=0)
     shards = shard_dir(args, str(tiny_teacher_dir))
     proc = subprocess.Popen([sys.executable, "-m", "datasets_builders.push_data", *flags], cwd=REPO, env=os.environ)
     deadline = time.monotonic() + 240
@@ -114,10 +119,13 @@ def test_interrupted_build_resumes_without_duplicates_or_gaps(tmp_path, hub_dir,
 
     location = main(args)
     assert all(p.read_bytes() == data for p, data in kept.items()), "finished shards were regenerated"
-    shard_ids = [row["id"] for row in ShardStore(shards).rows()]
-    assert len(shard_ids) == len(set(shard_ids)) == 96
-    ids = load_dataset(location, split="train")["id"]
-    assert sorted(ids) == sorted(shard_ids)
+    shard_rows = list(ShardStore(shards).rows())
+    samples = [(row["example_id"], row["sample"]) for row in shard_rows]
+    assert len(samples) == len(set(samples)) == 96
+    assert set(samples) == {(f"synthetic_gsm-train-{i:05d}", k) for i in range(48) for k in range(2)}
+    counts = json.loads((Path(location) / "scalingdown_build.json").read_text())["counts"][0]
+    assert counts["sampled"] == 96 == counts["kept"] + sum(counts["dropped"].values())
+    assert len(load_dataset(location, split="train")) == counts["kept"]
 
 
 def test_every_makefile_option_is_a_documented_flag():
@@ -179,3 +187,62 @@ def test_every_task_has_a_recipe_that_parses():
         recipe = REPO / "recipes" / "push_data" / f"{task}.yaml"
         (args,) = TrlParser((PushDataArguments,)).parse_args_and_config(["--config", str(recipe)])
         assert args.task == task and args.mode == "teacher_forced"
+
+
+def _counts(location) -> dict:
+    return json.loads((Path(location) / "scalingdown_build.json").read_text())["counts"][0]
+
+
+def _card_row(location) -> list[str]:
+    card = (Path(location) / "README.md").read_text()
+    line = next(line for line in card.splitlines() if re.match(r"\| tiny-llama \| \d+ \| \d+ \|", line))
+    return [cell.strip() for cell in line.strip("|").split("|")][1:]
+
+
+def test_samples_are_filtered_deduplicated_capped_and_counted(tmp_path, hub_dir, tiny_teacher_dir):
+    # Greedy, one question's 3 samples per batch: one text three times, so dedup leaves one per covered question.
+    greedy = main(_args(tmp_path, tiny_teacher_dir, num_samples=3, temperature=0.0, batch_size=3, shard_size=3))
+    counts = _counts(greedy)
+    assert counts["sampled"] == 36 == counts["kept"] + sum(counts["dropped"].values())
+    assert counts["kept"] == counts["covered"] and counts["dropped"]["duplicate"] == 2 * counts["covered"]
+    train = load_dataset(greedy, split="train")
+    assert len(train) == counts["kept"] and len(set(train["id"])) == len(train)
+
+    # Sampled at a high temperature: distinct rationales per question, at most --keep of them kept.
+    sampled = main(_args(tmp_path, tiny_teacher_dir, num_samples=4, temperature=1.5, keep=2, min_chars=0))
+    counts = _counts(sampled)
+    assert counts["sampled"] == 48 == counts["kept"] + sum(counts["dropped"].values())
+    assert counts["dropped"].get("over_keep", 0) > 0
+    train = load_dataset(sampled, split="train")
+    per_question = {i: train["id"].count(i) for i in set(train["id"])}
+    assert max(per_question.values()) == 2 and len(per_question) == counts["covered"] == 12
+    for question in per_question:
+        texts = [r["rationale"] for r in train if r["id"] == question]
+        assert len(set(texts)) == len(texts)
+    # The card's table: sampled, kept, keep rate, coverage, ..., and every drop reason adds up to sampled.
+    cells = _card_row(sampled)
+    assert cells[:4] == ["48", str(counts["kept"]), str(counts["keep_rate"]), "12/12"]
+    assert int(cells[0]) == int(cells[1]) + sum(int(c) for c in cells[5:-1])
+
+
+def test_difficulty_knobs_shape_every_split_and_are_recorded(tmp_path, hub_dir, tiny_teacher_dir):
+    location = main(_args(tmp_path, tiny_teacher_dir, min_steps=1, max_steps=1, max_value=9, operations="add,sub"))
+    examples = load_dataset(location, "examples")
+    for split in ("train", "validation", "test"):
+        for row in examples[split]:
+            assert len(row["gold_rationale"].splitlines()) == 1 and "*" not in row["gold_rationale"]
+            assert max(int(n) for n in re.findall(r"\d+", row["question"])) <= 9
+    card = DatasetCard.load(Path(location) / "README.md")
+    assert card.data.synthetic_gsm["max_steps"] == 1 and card.data.synthetic_gsm["operations"] == "add,sub"
+    with pytest.raises(ValueError, match="only apply to --task synthetic_gsm"):
+        _args(tmp_path, tiny_teacher_dir, task="gsm8k", max_steps=1)
+
+
+def test_easy_recipe_sets_one_step_problems():
+    from trl import TrlParser
+
+    recipe = REPO / "recipes" / "push_data" / "synthetic_gsm-easy.yaml"
+    assert recipe.read_text().splitlines()[0] == f"# make push-data CONFIG={recipe.relative_to(REPO)}"
+    (args,) = TrlParser((PushDataArguments,)).parse_args_and_config(["--config", str(recipe)])
+    config = args.synthetic_config()
+    assert (config.min_steps, config.max_steps, config.max_value) == (1, 1, 20)

@@ -126,6 +126,23 @@ def test_distractors_add_numbers_the_solution_never_uses():
     assert max(with_two) <= 2 and sum(with_two) / len(with_two) >= 1.5
 
 
+def test_operations_knob_restricts_the_step_kinds():
+    only_add = generate_examples(100, "train", SyntheticGSMConfig(operations="add"))
+    for example in only_add:
+        assert all(" + " in line for line in example.gold_rationale.splitlines()), example.gold_rationale
+    assert any(" * " in e.gold_rationale for e in generate_examples(100, "train"))
+    with pytest.raises(ValueError, match="operations"):
+        SyntheticGSMConfig(operations="add,pow")
+
+
+def test_one_step_easy_problems_are_plentiful_and_distinct():
+    easy = SyntheticGSMConfig(min_steps=1, max_steps=1, max_value=20)
+    rows = generate_examples(500, "train", easy)
+    assert len({e.question for e in rows}) == 500
+    lines = [len(e.gold_rationale.splitlines()) for e in rows]
+    assert max(lines) <= 2 and lines.count(1) > len(lines) / 2  # a percentage step takes two lines
+
+
 def test_bad_knobs_and_splits_are_refused():
     with pytest.raises(ValueError, match="min_steps"):
         SyntheticGSMConfig(min_steps=4, max_steps=2)

@@ -1,0 +1,30 @@
+"""The generation bench's smoke mode runs in the suite, so the bench cannot rot."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_bench_smoke_times_every_path_and_ends_with_the_speed_up(tiny_teacher_dir):
+    done = subprocess.run(
+        [sys.executable, "bench/bench_generation.py", "--smoke", "--teacher", str(tiny_teacher_dir)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    paths = [line for line in lines if " tok/s (" in line]
+    assert len(paths) == 3
+    # The previous path is the reference: identical to itself; every path generated tokens.
+    assert "identical to previous: 6/6" in paths[0]
+    assert all(float(re.search(r"= +([\d.]+) tok/s", line).group(1)) > 0 for line in paths)
+    assert re.fullmatch(
+        r"speed-up of push-data's path over the previous one: [\d.]+x \(\d+% of the FLOP limit\)", lines[-1]
+    )
