@@ -24,7 +24,8 @@ PUSH_DATA_FLAGS = --config $(PUSH_DATA_CONFIG) $(call opt,--task,TASK) $(call op
 	$(call opt,--data,DATA) $(call opt,--limit,LIMIT) $(call opt,--test_limit,TEST_LIMIT) $(call opt,--mode,MODE) \
 	$(call opt,--max_new_tokens,MAX_NEW_TOKENS) $(call opt,--batch_size,BATCH_SIZE) \
 	$(call opt,--consistency,CONSISTENCY) $(call opt,--logits,LOGITS) $(call opt,--logits_teachers,LOGITS_TEACHERS) \
-	$(ARGS)
+	$(call opt,--num_samples,SAMPLES) $(call opt,--temperature,SAMPLE_TEMPERATURE) $(call opt,--keep,KEEP) \
+	$(call opt,--validation_limit,VALIDATION_LIMIT) $(ARGS)
 
 # train (trainers.sft, or trainers.ensemble for METHOD=ensemble): recipes/train/$(METHOD)[-lora].yaml, METHOD sft
 # when unset. LORA=1 is --use_peft true; ALPHA, KD_LOSS, TEMPERATURE, KD_SOURCE are kd's; ROUNDS, ROUND_SIZES,
@@ -75,6 +76,7 @@ help:
 	@echo "  CONFIG=recipes/...yaml   the stage's recipe        TASK=gsm8k      the task (every stage)"
 	@echo "  SIZE=1M                  student size              METHOD=sft|label|kd|ensemble   LORA=1"
 	@echo "  TEACHERS=a,b LIMIT=64 TEST_LIMIT=100 LOGITS=16 DATA=folder     push-data"
+	@echo "  SAMPLES=4 SAMPLE_TEMPERATURE=0.7 KEEP=2 VALIDATION_LIMIT=100    push-data: several rationales per question"
 	@echo "  MODELS='glob' EVAL_LIMIT=50 VARIANTS=cot,mc,nll                 eval"
 	@echo "  CORPUS=offline|fineweb-edu|cosmopedia|code PRICE=USD/device-hour  pretrain"
 	@echo "  ARGS=\"--flag value\"      any other option: python -m <module> --help (datasets_builders.push_data,"
