@@ -18,6 +18,7 @@ from eval.plots import plot_scaling_down
 from eval.report import scaling_down_answer
 from eval.run import EvalArguments
 from eval.run import main as run_eval
+from scalingdown.errors import UserError
 from scalingdown.hub import HubTarget
 from trainers.sft import build_run
 from trainers.sft import main as train
@@ -179,18 +180,17 @@ def test_make_eval_scores_teachers_and_students_and_publishes(
     assert sorted(r["model"] for r in second["rows"]) == sorted(rows)
 
 
-def test_a_dataset_without_test_split_gives_failed_rows_with_the_fix(hub_dir, tiny_teacher_dir, tmp_path, monkeypatch):
+def test_a_dataset_without_test_split_is_refused_with_the_fix(hub_dir, tiny_teacher_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     folder = tmp_path / "train-only"
     (folder / "data").mkdir(parents=True)
     load_dataset("parquet", data_files={"train": str(_any_train_parquet(tmp_path, tiny_teacher_dir))})[
         "train"
     ].to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
-    result = run_eval(
-        EvalArguments(task="synthetic_gsm", dataset_name=str(folder), teachers=str(tiny_teacher_dir), limit=2)
-    )
-    (failed,) = result["rows"]
-    assert failed["status"] == "failed" and "no test split" in failed["error"] and "make push-data" in failed["error"]
+    args = EvalArguments(task="synthetic_gsm", dataset_name=str(folder), teachers=str(tiny_teacher_dir), limit=2)
+    with pytest.raises(UserError, match=r"no test split.*make push-data.*--dataset_name"):
+        run_eval(args)
+    assert not HubTarget.from_env().exists("dataset", "synthetic_gsm-leaderboard")  # no board of failed rows
 
 
 def _any_train_parquet(tmp_path, teacher):

@@ -19,16 +19,15 @@ import copy
 import dataclasses
 import functools
 import logging
-import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import transformers
 from transformers import set_seed
-from trl import ModelConfig, SFTConfig, TrlParser
+from trl import ModelConfig, SFTConfig
 
 from eval.models import parameter_counts
+from scalingdown.errors import run_cli
 from scalingdown.hub import HubTarget, dataset_repo_name, folder_revision, model_repo_name
 from trainers.boosting import BoostedKDTrainer
 from trainers.cost import training_cost
@@ -40,6 +39,7 @@ from trainers.ensemble_scores import RoundScorer
 from trainers.kd import DistillationArguments
 from trainers.sft import ScriptArguments, build_run, code_revision, run_training, save_for_push
 from trainers.sizes import get_size
+from trainers.stage import parse
 
 logger = logging.getLogger("trainers.ensemble")
 
@@ -233,6 +233,8 @@ def main(
     if state.members:
         print(f"{location_out}: resuming after round {len(state.members)} of {ens_args.rounds}")
     data_repo = dataset_repo_name(task)
+    if not script_args.dataset_name:
+        target.require("dataset", data_repo, f"run `make push-data TASK={task}` first")
     data_location = script_args.dataset_name or target.location("dataset", data_repo)
     data_revision = (
         folder_revision(data_location) if script_args.dataset_name else target.revision("dataset", data_repo)
@@ -290,14 +292,10 @@ def main(
 
 
 def cli(argv: list[str] | None = None) -> str:
-    parser = TrlParser((ScriptArguments, EnsembleArguments, DistillationArguments, SFTConfig, ModelConfig))
-    argv = sys.argv[1:] if argv is None else argv
-    script_args, ens_args, kd_args, training_args, model_args = parser.parse_args_and_config(argv)
-    if "--config" in argv and script_args.recipe is None:
-        script_args.recipe = argv[argv.index("--config") + 1]
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parsed = parse((ScriptArguments, EnsembleArguments, DistillationArguments, SFTConfig, ModelConfig), argv)
+    script_args, ens_args, kd_args, training_args, model_args = parsed
     return main(script_args, ens_args, training_args, model_args, kd_args)
 
 
 if __name__ == "__main__":
-    cli()
+    run_cli(cli)
