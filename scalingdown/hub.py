@@ -187,6 +187,7 @@ class HubTarget:
         and only then written into the repo's folder. Files nobody pushed (a stray edit, a truncated
         download) are never committed, and a failure before the commit leaves the repo exactly as it was."""
         repo = self.local_path(repo_type, name)
+        folder = folder.resolve()  # git runs inside the repo: a relative folder would mean another place there
         self.check_writable()
         repo.mkdir(parents=True, exist_ok=True)
         if not (repo / ".git").is_dir():

@@ -108,7 +108,7 @@ def load_corpus(script_args: PretrainArguments, location: str) -> Dataset:
     """The corpus documents as a one-column ``text`` dataset."""
     rows = load_dataset(location, split="train")
     if script_args.text_column not in rows.column_names:
-        raise ValueError(f"{location} has no column {script_args.text_column!r} (columns: {rows.column_names})")
+        raise ArgumentError(f"{location} has no column {script_args.text_column!r} (columns: {rows.column_names})")
     rows = rows.select_columns([script_args.text_column])
     if script_args.text_column != "text":
         rows = rows.rename_column(script_args.text_column, "text")
@@ -116,7 +116,7 @@ def load_corpus(script_args: PretrainArguments, location: str) -> Dataset:
     if script_args.max_documents:
         rows = rows.select(range(min(script_args.max_documents, len(rows))))
     if len(rows) == 0:
-        raise ValueError(f"no documents in {location}")
+        raise ArgumentError(f"no documents in {location}: rebuild the corpus (make pretrain)")
     return rows
 
 

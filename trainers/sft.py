@@ -29,7 +29,7 @@ from trl import ModelConfig, SFTConfig, get_peft_config
 from datasets_builders.logits import STUDENT_SYSTEM, LogitsError, tokenizer_identity
 from datasets_builders.tasks import get_task
 from scalingdown.answers import format_final_answer
-from scalingdown.arguments import check_choice, check_count
+from scalingdown.arguments import ArgumentError, check_choice, check_count
 from scalingdown.errors import run_cli
 from scalingdown.hub import HubTarget, dataset_repo_name, model_repo_name
 from scalingdown.prompts import SMOLLM2_DEFAULT_SYSTEM, chatml_training_template
@@ -136,12 +136,12 @@ def load_training_rows(script_args: ScriptArguments, location: str) -> tuple[Dat
         wanted = [t.strip() for t in script_args.teachers.split(",") if t.strip()]
         unknown = sorted(set(wanted) - set(available))
         if unknown:
-            raise ValueError(f"teachers {unknown} are not in {location}; it has {available}")
+            raise ArgumentError(f"TEACHERS (--teachers) {unknown} are not in {location}; it has {available}")
         rows = rows.filter(lambda row: row["teacher"] in wanted)
     if script_args.consistent_only:
         rows = rows.filter(lambda row: bool(row["consistent"]))
     if len(rows) == 0:
-        raise ValueError(f"no training rows left in {location} after the teacher/consistency filters")
+        raise ArgumentError(f"no training rows left in {location} after the --teachers/--consistent_only filters")
     teachers = sorted(set(rows["teacher"]))
     if script_args.method == "label":
         rows = label_rows(location, rows, script_args)
