@@ -186,8 +186,8 @@ class HubTarget:
         """All or nothing: the new tree is built in a private index from HEAD plus ``folder``'s files, committed,
         and only then written into the repo's folder. Files nobody pushed (a stray edit, a truncated
         download) are never committed, and a failure before the commit leaves the repo exactly as it was."""
-        repo = self.local_path(repo_type, name)
-        folder = folder.resolve()  # git runs inside the repo: a relative folder would mean another place there
+        # git runs inside the repo: relative paths (HUB_DIR=hub, a folder under outputs/) would mean other places there
+        repo, folder = self.local_path(repo_type, name).absolute(), folder.absolute()
         self.check_writable()
         repo.mkdir(parents=True, exist_ok=True)
         if not (repo / ".git").is_dir():

@@ -135,11 +135,12 @@ def test_make_eval_scores_teachers_and_students_and_publishes(
     monkeypatch.setenv("HUB_DIR", "hub")
     args = dict(task="synthetic_gsm", limit=2, batch_size=2, latency_samples=1, max_gen_toks=8)
     bad_teacher = str(tmp_path / "no-such-model")
-    first = run_eval(EvalArguments(**args, teachers=f"{tiny_teacher_dir},{bad_teacher}"))
+    with pytest.raises(UserError, match="unknown teacher"):  # refused before anything is scored
+        EvalArguments(**args, teachers=f"{tiny_teacher_dir},{bad_teacher}")
+    first = run_eval(EvalArguments(**args, teachers=str(tiny_teacher_dir)))
 
     rows = {r["model"]: r for r in first["rows"]}
-    assert set(rows) == {"tiny-llama", "no-such-model", "synthetic_gsm-sft-1M", "synthetic_gsm-label-1M"}
-    assert rows["no-such-model"]["status"] == "failed" and "unknown teacher" in rows["no-such-model"]["error"]
+    assert set(rows) == {"tiny-llama", "synthetic_gsm-sft-1M", "synthetic_gsm-label-1M"}
     for name in ("tiny-llama", "synthetic_gsm-sft-1M"):
         scored = rows[name]
         assert scored["n"] == 2 and scored["latency_s"] > 0 and scored["latency_s_batch1"] > 0
@@ -152,7 +153,7 @@ def test_make_eval_scores_teachers_and_students_and_publishes(
     assert rows["tiny-llama"]["role"] == "teacher" and rows["synthetic_gsm-label-1M"]["method"] == "label"
 
     board = load_dataset(first["board"], split="train")
-    assert len(board) == 4
+    assert len(board) == 3
     samples = load_dataset(first["board"], "samples", split="train")
     assert set(samples["model"]) == {"tiny-llama", "synthetic_gsm-sft-1M", "synthetic_gsm-label-1M"}
     card = (tiny_hub.local_path("dataset", "synthetic_gsm-leaderboard") / "README.md").read_text()
@@ -176,7 +177,7 @@ def test_make_eval_scores_teachers_and_students_and_publishes(
     out = capsys.readouterr().out
     assert "synthetic_gsm-sft-1M [cot]: cached" in out
     assert "tiny-llama [cot]: scoring" not in out and "label-1M [cot]: scoring" not in out
-    assert len(load_dataset(second["board"], split="train")) == 4
+    assert len(load_dataset(second["board"], split="train")) == 3
     assert sorted(r["model"] for r in second["rows"]) == sorted(rows)
 
 
