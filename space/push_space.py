@@ -34,6 +34,7 @@ VENDORED = [
     "scalingdown/__init__.py",
     "scalingdown/answers.py",
     "scalingdown/cache.py",
+    "scalingdown/compat.py",
     "scalingdown/dataset_repo.py",
     "scalingdown/errors.py",
     "scalingdown/hub.py",
