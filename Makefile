@@ -116,13 +116,18 @@ install-browser:
 push-data: install
 	$(PY) -m datasets_builders.push_data $(strip $(PUSH_DATA_FLAGS))
 
+# A METHOD (or CORPUS) without its recipe is named with the ones that exist, before any Python starts.
+recipe_names = $(filter-out %-lora,$(basename $(notdir $(wildcard recipes/$(1)/*.yaml))))
 train: install
+	@$(if $(wildcard $(TRAIN_CONFIG)),,echo "error: $(if $(CONFIG),CONFIG=$(CONFIG): no such recipe file,METHOD=$(TRAIN_METHOD)$(if $(LORA), LORA=1): no recipe $(TRAIN_CONFIG); METHOD is one of $(call recipe_names,train))" >&2; exit 2)
 	$(PY) -m $(TRAIN_MODULE) $(strip $(TRAIN_FLAGS))
 
 sweep: install
 	@for s in $(SIZES); do $(MAKE) --no-print-directory train SIZE=$$s || exit 1; done
 
 pretrain: install
+	@$(if $(wildcard $(CORPUS_CONFIG)),,echo "error: CORPUS=$(CORPUS): no recipes/corpus/$(CORPUS).yaml and no such file; CORPUS is one of $(call recipe_names,corpus), or a YAML path" >&2; exit 2)
+	$(PY) -m trainers.pretrain $(strip $(PRETRAIN_FLAGS)) --dry_run true
 	$(PY) -m datasets_builders.corpus $(strip $(CORPUS_FLAGS))
 	$(PY) -m trainers.pretrain $(strip $(PRETRAIN_FLAGS))
 

@@ -35,6 +35,7 @@ from datasets import Features, List, Value
 
 from datasets_builders.shards import ShardStore
 from scalingdown.dataset_repo import RepoConfig
+from scalingdown.errors import UserError
 from scalingdown.prompts import SMOLLM2_DEFAULT_SYSTEM, chatml_training_template
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ LOGITS_VERSION = "1"  # bump when what a stored row means changes (template, spa
 STUDENT_SYSTEM = SMOLLM2_DEFAULT_SYSTEM  # the system turn of the stored sequences (and of KD students' template)
 
 
-class LogitsError(ValueError):
+class LogitsError(UserError, ValueError):
     """Logits cannot be built or used as asked; the message names the fix."""
 
 

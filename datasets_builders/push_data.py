@@ -39,11 +39,13 @@ from datasets_builders.synthetic_gsm import SyntheticGSMConfig
 from datasets_builders.tasks import LoadReport, get_task, has_split, load_examples
 from datasets_builders.teacher_base import GenerationSettings
 from datasets_builders.teacher_shards import TeacherRequest, generate_into_shards, teacher_shard_dir
-from datasets_builders.teachers import DEFAULT_TEACHERS, resolve_model_source, teacher_name
+from datasets_builders.teachers import DEFAULT_TEACHERS, check_teacher_spec, resolve_model_source, teacher_name
 from model_cards import template_path
 from scalingdown.answers import format_final_answer
+from scalingdown.arguments import ArgumentError, check_choice, check_count, check_range, parse_recipe
 from scalingdown.cache import cache_dir
 from scalingdown.dataset_repo import RepoConfig, write_data_files
+from scalingdown.errors import UserError, run_cli
 from scalingdown.hub import HubTarget, dataset_repo_name
 from scalingdown.prompts import student_messages
 from scalingdown.schema import EXAMPLE_FEATURES
@@ -143,14 +145,28 @@ class PushDataArguments:
     def __post_init__(self) -> None:
         self.work_dir = self.work_dir or str(cache_dir("push-data"))
         get_task(self.task)  # fails early, listing valid task names
-        if self.mode not in PROMPT_MODES:
-            raise ValueError(f"--mode must be one of {PROMPT_MODES}, got {self.mode!r}")
+        check_choice(self.mode, PROMPT_MODES, "--mode", "MODE")
         if not self.teacher_specs:
-            raise ValueError("--teachers is empty: name at least one teacher")
+            raise ArgumentError("TEACHERS (--teachers) is empty: name at least one teacher")
         if self.logits < 0:
-            raise ValueError(f"--logits is the number of top log-probs kept per token (0 = none), got {self.logits}")
+            raise ArgumentError(
+                f"LOGITS={self.logits} (--logits) is the number of top log-probs kept per token: 0 (none) or more"
+            )
         if self.logits and not self.logits_specs:
-            raise ValueError("--logits needs a teacher to score the rows: set --logits_teachers")
+            raise ArgumentError("--logits needs a teacher to score the rows: set --logits_teachers")
+        check_count(self.limit, "--limit", "training examples", "LIMIT", zero="all")
+        check_count(self.test_limit, "--test_limit", "test examples", "TEST_LIMIT", zero="all")
+        check_count(self.validation_limit, "--validation_limit", "validation examples", "VALIDATION_LIMIT", zero="all")
+        check_count(self.max_new_tokens, "--max_new_tokens", "tokens", "MAX_NEW_TOKENS")
+        check_count(self.batch_size, "--batch_size", "prompts per batch", "BATCH_SIZE")
+        check_count(self.shard_size, "--shard_size", "examples per shard")
+        check_count(self.logits_batch_size, "--logits_batch_size", "sequences per batch")
+        check_count(self.min_chars, "--min_chars", "characters", zero="no minimum")
+        check_range(self.max_chars, "--max_chars", self.min_chars, low_inclusive=False, what="(above --min_chars)")
+        check_count(self.num_samples, "--num_samples", "rationales per question", "SAMPLES")
+        check_count(self.keep, "--keep", "rationales kept per question", "KEEP", zero="every distinct one")
+        check_range(self.temperature, "--temperature", 0.0, variable="SAMPLE_TEMPERATURE")
+        check_choice(self.consistency, ("drop", "flag"), "--consistency", "CONSISTENCY")
         self.synthetic_config()  # refuses knobs given to another task, or out of range
 
     @property
@@ -472,6 +488,10 @@ def main(args: PushDataArguments) -> str | None:
     """Build (or resume) the rationales of every teacher, then assemble and push the dataset repo."""
     task_spec = get_task(args.task)
     kind = task_spec.answer_kind
+    target = HubTarget.from_env(args.hub_target, args.org, args.hub_dir)
+    target.check_writable()
+    for spec in args.teacher_specs + args.logits_specs:
+        check_teacher_spec(spec)
     train, train_report = args.examples("train", args.limit)
     reports = {"train": train_report}
     held_out = {}
@@ -480,7 +500,14 @@ def main(args: PushDataArguments) -> str | None:
             held_out[split], reports[split] = args.examples(split, limit)
     test = held_out["test"]
     if len(train) == 0:
-        raise SystemExit(f"no usable training examples for {args.task} (load report: {train_report})")
+        raise UserError(f"no usable training examples for {args.task}: {train_report.summary()}")
+    if len(test) == 0:
+        raise UserError(f"no usable test examples for {args.task}: {reports['test'].summary()}")
+    if args.test_limit and len(test) < args.test_limit:
+        raise ArgumentError(
+            f"TEST_LIMIT={args.test_limit} (--test_limit): the {args.task} test source holds only {len(test)} usable "
+            f"examples ({reports['test'].source}); set TEST_LIMIT={len(test)} or 0 for all of them"
+        )
     sizes = ", ".join(f"{len(ds)} {split}" for split, ds in {"train": train, **held_out}.items())
     logger.info("%s: %s examples", args.task, sizes)
     contamination = find_overlap(
@@ -489,7 +516,6 @@ def main(args: PushDataArguments) -> str | None:
     teachers = [generate_rationales(args, spec, train, kind) for spec in args.teacher_specs]
     rows, counts = assemble_train_rows(args, train, kind)
     logits = teacher_logits(args, rows) if args.push and rows else []
-    target = HubTarget.from_env(args.hub_target, args.org, args.hub_dir)
     repo = dataset_repo_name(args.task)
     if not args.push:
         print_summary(counts, "(not pushed: --push false)")
@@ -542,9 +568,9 @@ def cli(argv: list[str] | None = None) -> None:
         description="Build a teacher-rationale dataset repo for one task.",
         epilog="--config RECIPE.yaml reads any of these options from a YAML recipe; flags given too win.",
     )
-    (args,) = parser.parse_args_and_config(argv)
+    (args,) = parse_recipe(parser, argv)
     main(args)
 
 
 if __name__ == "__main__":
-    cli(sys.argv[1:])
+    run_cli(lambda: cli(sys.argv[1:]))

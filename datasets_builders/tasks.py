@@ -6,7 +6,8 @@
 ``data=None`` reads the task's Hub dataset; ``data=PATH`` reads local files in the original release format (a folder
 with ``{split}.jsonl`` / ``.json`` / ``.parquet``, or one file), the Hub's format, or rows already in our schema.
 Rows that cannot be mapped are dropped, counted per reason in a :class:`LoadReport` and logged; a build never crashes
-on one bad row.
+on one bad row. A JSON Lines line that does not parse, or is no object, is counted the same way at ``file:line``;
+local data with no usable row at all is refused, naming the file and the reasons.
 
 Ids: the source's id where it has one (ARC/OpenBookQA ``id``, the PubMedQA PMID), else ``{task}-{split}-{index:05d}``
 with ``index`` the row's 0-based position in the source file, so ids do not move when ``limit`` changes.
@@ -27,6 +28,7 @@ import datasets
 
 from datasets_builders.synthetic_gsm import DEFAULT_SPLIT_SIZES, SyntheticGSMConfig, generate_examples
 from scalingdown.answers import LETTERS, YESNO, normalize_number
+from scalingdown.errors import UserError
 from scalingdown.schema import EXAMPLE_FEATURES, Example
 
 logger = logging.getLogger(__name__)
@@ -38,6 +40,16 @@ ANSWER_NOT_IN_CHOICES = "answer_not_in_choices"
 DUPLICATE_ID = "duplicate_id"
 WRONG_TASK = "wrong_task"
 MALFORMED_ROW = "malformed_row"
+INVALID_JSON = "invalid_json"  # a line that does not parse (corrupt, truncated)
+NOT_AN_OBJECT = "not_an_object"  # a line that parses to something other than one record ([1,2,3], "text")
+
+
+class TaskError(UserError, ValueError):
+    """An unknown task name; the message lists the valid ones."""
+
+
+class TaskDataError(UserError, FileNotFoundError):
+    """Task data that cannot be read or holds no usable row; the message names the file (and line)."""
 
 
 @dataclass(frozen=True)
@@ -142,7 +154,7 @@ TASKS: dict[str, TaskSpec] = {
 def get_task(name: str) -> TaskSpec:
     """The spec of task ``name``; an unknown name lists the valid ones."""
     if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}")
+        raise TaskError(f"unknown task {name!r} (TASK=, --task); valid tasks: {', '.join(TASKS)}")
     return TASKS[name]
 
 
@@ -343,6 +355,9 @@ def examples_from_records(
         if limit is not None and len(rows) >= limit:
             break
         report.total += 1
+        if isinstance(record, _BadLine):
+            report.drop(record.reason, record.where)
+            continue
         row_id = _source_id(record) or f"{task}-{split}-{index:05d}"
         try:
             example = _map_record(spec, record, row_id)
@@ -382,7 +397,10 @@ def load_examples(
     if data is not None:
         files = _local_files(Path(data), split)
         source = ", ".join(str(path) for path in files)
-        return examples_from_records(_read_local(files, spec), task, split, source, limit)
+        examples, report = examples_from_records(_read_local(files, spec), task, split, source, limit)
+        if report.kept == 0:
+            raise TaskDataError(f"no usable {task} {split} example in {report.summary().split(' from ', 1)[1]}")
+        return examples, report
     if spec.hub_id is None:  # synthetic_gsm
         if split not in DEFAULT_SPLIT_SIZES:
             raise ValueError(f"unknown split {split!r} for {task}; expected one of {sorted(DEFAULT_SPLIT_SIZES)}")
@@ -416,7 +434,7 @@ def _local_files(data: Path, split: str) -> list[Path]:
     if data.is_file():
         return [data]
     if not data.is_dir():
-        raise FileNotFoundError(f"no such file or folder: {data}")
+        raise TaskDataError(f"DATA={data} (--data): no such file or folder")
     for name in _SPLIT_ALIASES.get(split, (split,)):
         patterns = (f"{name}.jsonl", f"{name}.json", f"{name}.parquet", f"{name}-*.parquet", f"data/{name}-*.parquet")
         for pattern in patterns:
@@ -424,34 +442,57 @@ def _local_files(data: Path, split: str) -> list[Path]:
             if found:
                 return found
     present = sorted(path.name for path in data.iterdir())
-    raise FileNotFoundError(f"no {split}.jsonl/.json/.parquet in {data} (it holds {present})")
+    raise TaskDataError(f"DATA={data} (--data): no {split}.jsonl/.json/.parquet there (it holds {present})")
 
 
-def _read_local(files: list[Path], spec: TaskSpec) -> Iterable[dict]:
+def _read_local(files: list[Path], spec: TaskSpec) -> Iterable[dict | _BadLine]:
     if all(path.suffix == ".parquet" for path in files):
         return datasets.load_dataset("parquet", data_files=[str(path) for path in files], split="train")
-    if spec.json_keyed_by_id:
-        return _read_keyed_json(files)
-    return datasets.load_dataset("json", data_files=[str(path) for path in files], split="train")
+    records = (record for path in files for record in _read_json_records(path))
+    return _expand_keyed(records) if spec.json_keyed_by_id else records
 
 
-def _read_keyed_json(files: list[Path]) -> list[dict]:
-    """Records of JSON keyed by id: ``ori_pqal.json`` is one ``{PMID: record}`` object, the shared slices have one
-    such object per line. The PMID goes into the record as ``PMID``. Plain records (Hub format) pass through."""
-    records: list[dict] = []
-    for path in files:
-        text = path.read_text(encoding="utf-8")
+@dataclass(frozen=True)
+class _BadLine:
+    """A line of a JSON Lines file that is no record: counted under ``reason`` at ``file:line``."""
+
+    reason: str
+    where: str
+
+
+def _read_json_records(path: Path) -> Iterable[dict | _BadLine]:
+    """The records of a ``.json`` file (one array or object) or of JSON Lines, in file order; a line that does
+    not parse, or parses to no object, becomes a :class:`_BadLine` so the build goes on with the others."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix == ".json":
         try:
             parsed = json.loads(text)
-            objects = parsed if isinstance(parsed, list) else [parsed]
-        except json.JSONDecodeError:  # JSON Lines
-            objects = [json.loads(line) for line in text.splitlines() if line.strip()]
-        for obj in objects:
-            if obj and all(isinstance(value, dict) for value in obj.values()):
-                records.extend({"PMID": key, **value} for key, value in obj.items())
-            else:
-                records.append(obj)
-    return records
+        except json.JSONDecodeError:
+            pass  # JSON Lines under a .json name
+        else:
+            items = parsed if isinstance(parsed, list) else [parsed]
+            for number, item in enumerate(items, 1):
+                yield item if isinstance(item, dict) else _BadLine(NOT_AN_OBJECT, f"{path.name} item {number}")
+            return
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            yield _BadLine(INVALID_JSON, f"{path.name}:{number}")
+            continue
+        yield record if isinstance(record, dict) else _BadLine(NOT_AN_OBJECT, f"{path.name}:{number}")
+
+
+def _expand_keyed(records: Iterable[dict | _BadLine]) -> Iterable[dict | _BadLine]:
+    """Records of JSON keyed by id: ``ori_pqal.json`` is one ``{PMID: record}`` object, the shared slices have one
+    such object per line. The PMID goes into the record as ``PMID``. Plain records (Hub format) pass through."""
+    for obj in records:
+        if isinstance(obj, dict) and obj and all(isinstance(value, dict) for value in obj.values()):
+            yield from ({"PMID": key, **value} for key, value in obj.items())
+        else:
+            yield obj
 
 
 def _hub_records(spec: TaskSpec, split: str, seed: int) -> datasets.Dataset:

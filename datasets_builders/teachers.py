@@ -24,6 +24,7 @@ import torch
 
 from datasets_builders.teacher_base import Generation, GenerationSettings, Teacher, TeacherPrompt, cut_at_stop
 from scalingdown.cache import cache_dir
+from scalingdown.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ PACKAGED_TEACHERS: dict[str, PackagedTeacher] = {
 DEFAULT_TEACHERS = "smollm2-135m-instruct,gemma3-270m"
 
 
-class TeacherError(ValueError):
+class TeacherError(UserError, ValueError):
     """A teacher spec cannot be loaded; the message says what to pass instead."""
 
 
@@ -110,26 +111,41 @@ def materialize_gguf(gguf_path: Path, name: str) -> Path:
     return target
 
 
-def resolve_model_source(spec: str) -> tuple[str, str]:
-    """``(name, path_or_id)`` for a transformers teacher spec, converting GGUF files on the way."""
-    name = teacher_name(spec)
-    if spec in PACKAGED_TEACHERS:
-        return name, str(materialize_gguf(PACKAGED_TEACHERS[spec].gguf_path(), name))
+def check_teacher_spec(spec: str) -> None:
+    """Refuse a spec no backend can load, without loading anything (stages call it before the first model)."""
+    if spec.startswith("openai:"):
+        _endpoint(spec)
+        return
     path = Path(spec).expanduser()
+    if spec in PACKAGED_TEACHERS:
+        return
     if spec.endswith(".gguf"):
         if not path.is_file():
             raise TeacherError(f"GGUF file {spec} does not exist")
-        return name, str(materialize_gguf(path, name))
+        return
     if path.exists():
         if not (path / "config.json").is_file():
             raise TeacherError(f"{spec} is a folder without config.json: not a transformers model folder")
-        return name, str(path)
+        return
     if spec.count("/") == 1 and not spec.startswith((".", "/")):
-        return name, spec  # a Hub id; from_pretrained downloads it when online
+        return  # a Hub id; from_pretrained downloads it when online
     raise TeacherError(
         f"unknown teacher {spec!r}: use one of {sorted(PACKAGED_TEACHERS)}, a Hub model id, a local model "
         "folder, a .gguf file, or openai:<model>@<base_url>"
     )
+
+
+def resolve_model_source(spec: str) -> tuple[str, str]:
+    """``(name, path_or_id)`` for a transformers teacher spec, converting GGUF files on the way."""
+    if spec.startswith("openai:"):
+        raise TeacherError(f"{spec!r} is an endpoint teacher: it has no model folder to load here")
+    check_teacher_spec(spec)
+    name = teacher_name(spec)
+    if spec in PACKAGED_TEACHERS:
+        return name, str(materialize_gguf(PACKAGED_TEACHERS[spec].gguf_path(), name))
+    if spec.endswith(".gguf"):
+        return name, str(materialize_gguf(Path(spec).expanduser(), name))
+    return name, str(Path(spec).expanduser()) if Path(spec).expanduser().exists() else spec
 
 
 class TransformersTeacher(Teacher):

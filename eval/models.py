@@ -20,6 +20,7 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard
 
+from scalingdown.errors import UserError
 from scalingdown.hub import HubTarget
 
 logger = logging.getLogger("eval.models")
@@ -29,7 +30,7 @@ WEIGHT_FILES = ("config.json", "*.safetensors", "scalingdown_source.json")
 ENSEMBLE_MODEL_TYPE = "scalingdown_ensemble"  # trainers.ensemble_model.EnsembleConfig.model_type
 
 
-class ModelDiscoveryError(ValueError):
+class ModelDiscoveryError(UserError, ValueError):
     """A requested model or teacher cannot be found; the message names what exists."""
 
 

@@ -30,13 +30,16 @@ from pathlib import Path
 
 from trl import TrlParser
 
-from datasets_builders.tasks import TASKS
+from datasets_builders.tasks import TASKS, get_task
+from datasets_builders.teachers import check_teacher_spec
 from eval.leaderboard import load_board, markdown_table, merge, merge_samples, push_board, update_model_card
 from eval.measure import TASKS_DIR, MeasureRequest, MeasureResult
 from eval.models import EvalModel, select, student_models, teacher_models, with_facts
 from eval.plots import plot_scaling_down
 from eval.report import scaling_down_answer
+from scalingdown.arguments import ArgumentError, check_count, parse_recipe
 from scalingdown.cache import PROJECT_ROOT, cache_dir
+from scalingdown.errors import UserError, run_cli
 from scalingdown.hub import HubTarget, dataset_repo_name, folder_revision, leaderboard_repo_name
 
 logger = logging.getLogger("eval.run")
@@ -74,13 +77,19 @@ class EvalArguments:
     push: bool = field(default=True, metadata={"help": "Push the leaderboard repo and update student cards."})
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"unknown task {self.task!r}; use one of {sorted(TASKS)}")
+        get_task(self.task)
         unknown = set(self.variant_list) - set(VARIANTS)
-        if unknown:
-            raise ValueError(f"unknown variants {sorted(unknown)}; use cot, mc and/or nll")
+        if unknown or not self.variant_list:
+            raise ArgumentError(f"VARIANTS={self.variants} (--variants): use cot, mc and/or nll")
         if "mc" in self.variant_list and not (TASKS_DIR / f"scalingdown_{self.task}_mc.yaml").is_file():
-            raise ValueError(f"{self.task} has no multiple-choice variant; use --variants cot")
+            raise ArgumentError(f"{self.task} has no multiple-choice variant; use VARIANTS=cot (--variants)")
+        check_count(self.limit, "--limit", "test questions", "EVAL_LIMIT", zero="the whole test split")
+        check_count(self.batch_size, "--batch_size", "questions per batch", "EVAL_BATCH_SIZE")
+        check_count(self.latency_samples, "--latency_samples", "questions", zero="no batch-1 latency")
+        check_count(self.max_gen_toks, "--max_gen_toks", "tokens")
+        for spec in (t.strip() for t in (self.teachers or "").split(",") if t.strip()):
+            if not spec.startswith("openai:"):
+                check_teacher_spec(spec)
 
     @property
     def variant_list(self) -> list[str]:
@@ -96,20 +105,20 @@ def task_files_key() -> str:
     return digest.hexdigest()[:16]
 
 
-def check_test_split(location: str, task: str) -> str | None:
-    """None when the dataset has a usable test split, else the message every row of this run carries."""
+def check_test_split(location: str, task: str) -> None:
+    """Refuse, before any model is scored, a dataset without a usable test split."""
     from datasets import load_dataset
 
     try:
         test = load_dataset(location, split="test")
     except (ValueError, FileNotFoundError) as error:
-        return (
+        raise UserError(
             f"{location} has no test split ({type(error).__name__}: {str(error)[:120]}); "
-            f"run `make push-data TASK={task}` (it writes one) or pass DATASET=<repo or folder with a test split>"
-        )
+            f"run `make push-data TASK={task}` (it writes one), or score another dataset with a test split: "
+            "ARGS='--dataset_name <repo or folder>'"
+        ) from error
     if len(test) == 0:
-        return f"{location} has an empty test split; run `make push-data TASK={task} TEST_LIMIT=100`"
-    return None
+        raise UserError(f"{location} has an empty test split; run `make push-data TASK={task} TEST_LIMIT=100`")
 
 
 def measure_request(
@@ -228,11 +237,16 @@ def main(args: EvalArguments) -> dict:
     """Score, publish, and return ``{"rows": [...], "answers": {variant: sentence}, "board": location}``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     target = HubTarget.from_env()
+    target.check_writable()
+    if args.dataset_name is None:
+        target.require("dataset", dataset_repo_name(args.task), f"run `make push-data TASK={args.task}` first")
+    elif not Path(args.dataset_name).exists() and args.dataset_name.count("/") != 1:
+        raise ArgumentError(f"--dataset_name {args.dataset_name}: no such folder, and not a Hub id (namespace/name)")
     location = args.dataset_name or target.location("dataset", dataset_repo_name(args.task))
-    data_problem = check_test_split(location, args.task)
+    check_test_split(location, args.task)
     models = discover(args, target, location)
     if not models:
-        raise SystemExit(
+        raise UserError(
             f"nothing to score for {args.task}: no teacher in {location} and no model repo named {args.task}-* on "
             f"{target.kind} target; run `make push-data TASK={args.task}` and `make train TASK={args.task}` first"
         )
@@ -268,8 +282,8 @@ def main(args: EvalArguments) -> dict:
             key_parts = [model.weights_key, tasks_key, context["dataset_revision"], json.dumps(asdict(request))]
             key = hashlib.sha256("|".join(map(str, key_parts)).encode()).hexdigest()[:20]
             cached = cache / f"{model.name}-{variant}-{key}.json"
-            if data_problem or model.problem:
-                result = MeasureResult(status="failed", error=data_problem or model.problem)
+            if model.problem:
+                result = MeasureResult(status="failed", error=model.problem)
             elif cached.is_file() and not args.force:
                 result = MeasureResult(**json.loads(cached.read_text()))
                 print(f"{model.name} [{variant}]: cached ({cached.name})")
@@ -324,9 +338,9 @@ def cli(argv: list[str] | None = None) -> dict:
         description="Score the teachers and students of a task and publish its leaderboard.",
         epilog="--config RECIPE.yaml (recipes/eval/) reads any of these options from a YAML recipe; flags given win.",
     )
-    (args,) = parser.parse_args_and_config(sys.argv[1:] if argv is None else argv)
+    (args,) = parse_recipe(parser, argv)
     return main(args)
 
 
 if __name__ == "__main__":
-    cli()
+    run_cli(cli)

@@ -86,6 +86,14 @@ class HubTarget:
         if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
             raise HubError(f"HUB_DIR={self.root} cannot be written ({existing} is read-only): set HUB_DIR elsewhere")
 
+    def require(self, repo_type: RepoType, name: str, made_by: str) -> None:
+        """Fail before any work when a repo a stage reads is not there; ``made_by`` says which command makes it."""
+        if not self.exists(repo_type, name):
+            raise HubError(
+                f"no {repo_type} repo {self.repo_id(name)} on the {self.kind} Hub target "
+                f"({self.location(repo_type, name)}): {made_by}"
+            )
+
     # -- naming ---------------------------------------------------------------------------------
     def repo_id(self, name: str) -> str:
         repo_id = name if "/" in name else f"{self.org}/{name}"
@@ -178,8 +186,9 @@ class HubTarget:
         """All or nothing: the new tree is built in a private index from HEAD plus ``folder``'s files, committed,
         and only then written into the repo's folder. Files nobody pushed (a stray edit, a truncated
         download) are never committed, and a failure before the commit leaves the repo exactly as it was."""
-        # git runs inside the repo, so every path handed to it is absolute
+        # git runs inside the repo: relative paths (HUB_DIR=hub, a folder under outputs/) would mean other places there
         repo, folder = self.local_path(repo_type, name).absolute(), folder.absolute()
+        self.check_writable()
         repo.mkdir(parents=True, exist_ok=True)
         if not (repo / ".git").is_dir():
             _git(repo, "init", "-q", "-b", "main")

@@ -33,6 +33,7 @@ from side_by_side import (
 from training_curve import LOSS_TAG, logs_folder, loss_curve
 
 from eval.report import scaling_down_answer
+from scalingdown.errors import run_cli
 from scalingdown.hub import HubTarget
 
 HERE = Path(__file__).resolve().parent
@@ -403,4 +404,4 @@ def build_app(target: HubTarget | None = None, models: ModelCache | None = None)
 
 
 if __name__ == "__main__":
-    build_app().launch()
+    run_cli(lambda: build_app().launch())

@@ -15,6 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from scalingdown.errors import run_cli
 from scalingdown.hub import SPACE_REPO_NAME, HubTarget
 
 SPACE_DIR = Path(__file__).resolve().parent
@@ -92,4 +93,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -18,6 +18,7 @@ from eval.plots import plot_scaling_down
 from eval.report import scaling_down_answer
 from eval.run import EvalArguments
 from eval.run import main as run_eval
+from scalingdown.errors import UserError
 from scalingdown.hub import HubTarget
 from trainers.sft import build_run
 from trainers.sft import main as train
@@ -134,11 +135,12 @@ def test_make_eval_scores_teachers_and_students_and_publishes(
     monkeypatch.setenv("HUB_DIR", "hub")
     args = dict(task="synthetic_gsm", limit=2, batch_size=2, latency_samples=1, max_gen_toks=8)
     bad_teacher = str(tmp_path / "no-such-model")
-    first = run_eval(EvalArguments(**args, teachers=f"{tiny_teacher_dir},{bad_teacher}"))
+    with pytest.raises(UserError, match="unknown teacher"):  # refused before anything is scored
+        EvalArguments(**args, teachers=f"{tiny_teacher_dir},{bad_teacher}")
+    first = run_eval(EvalArguments(**args, teachers=str(tiny_teacher_dir)))
 
     rows = {r["model"]: r for r in first["rows"]}
-    assert set(rows) == {"tiny-llama", "no-such-model", "synthetic_gsm-sft-1M", "synthetic_gsm-label-1M"}
-    assert rows["no-such-model"]["status"] == "failed" and "unknown teacher" in rows["no-such-model"]["error"]
+    assert set(rows) == {"tiny-llama", "synthetic_gsm-sft-1M", "synthetic_gsm-label-1M"}
     for name in ("tiny-llama", "synthetic_gsm-sft-1M"):
         scored = rows[name]
         assert scored["n"] == 2 and scored["latency_s"] > 0 and scored["latency_s_batch1"] > 0
@@ -151,7 +153,7 @@ def test_make_eval_scores_teachers_and_students_and_publishes(
     assert rows["tiny-llama"]["role"] == "teacher" and rows["synthetic_gsm-label-1M"]["method"] == "label"
 
     board = load_dataset(first["board"], split="train")
-    assert len(board) == 4
+    assert len(board) == 3
     samples = load_dataset(first["board"], "samples", split="train")
     assert set(samples["model"]) == {"tiny-llama", "synthetic_gsm-sft-1M", "synthetic_gsm-label-1M"}
     card = (tiny_hub.local_path("dataset", "synthetic_gsm-leaderboard") / "README.md").read_text()
@@ -175,22 +177,21 @@ def test_make_eval_scores_teachers_and_students_and_publishes(
     out = capsys.readouterr().out
     assert "synthetic_gsm-sft-1M [cot]: cached" in out
     assert "tiny-llama [cot]: scoring" not in out and "label-1M [cot]: scoring" not in out
-    assert len(load_dataset(second["board"], split="train")) == 4
+    assert len(load_dataset(second["board"], split="train")) == 3
     assert sorted(r["model"] for r in second["rows"]) == sorted(rows)
 
 
-def test_a_dataset_without_test_split_gives_failed_rows_with_the_fix(hub_dir, tiny_teacher_dir, tmp_path, monkeypatch):
+def test_a_dataset_without_test_split_is_refused_with_the_fix(hub_dir, tiny_teacher_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     folder = tmp_path / "train-only"
     (folder / "data").mkdir(parents=True)
     load_dataset("parquet", data_files={"train": str(_any_train_parquet(tmp_path, tiny_teacher_dir))})[
         "train"
     ].to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
-    result = run_eval(
-        EvalArguments(task="synthetic_gsm", dataset_name=str(folder), teachers=str(tiny_teacher_dir), limit=2)
-    )
-    (failed,) = result["rows"]
-    assert failed["status"] == "failed" and "no test split" in failed["error"] and "make push-data" in failed["error"]
+    args = EvalArguments(task="synthetic_gsm", dataset_name=str(folder), teachers=str(tiny_teacher_dir), limit=2)
+    with pytest.raises(UserError, match=r"no test split.*make push-data.*--dataset_name"):
+        run_eval(args)
+    assert not HubTarget.from_env().exists("dataset", "synthetic_gsm-leaderboard")  # no board of failed rows
 
 
 def _any_train_parquet(tmp_path, teacher):

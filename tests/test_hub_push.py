@@ -118,9 +118,11 @@ def test_a_hub_dir_that_is_a_file_or_read_only_is_refused(tmp_path):
     HubTarget(kind="local", root=tmp_path / "new" / "hub").check_writable()  # created on the first push
 
 
-def test_a_relative_hub_dir_and_folder_push(tmp_path, monkeypatch):
+def test_a_relative_hub_dir_and_folder_are_pushed(pushed, tmp_path, monkeypatch):
+    _, repo, _ = pushed
     monkeypatch.chdir(tmp_path)
-    target = HubTarget(kind="local", org="acme", root=Path("hub"))
-    folder = write(Path("staged"), {"README.md": "card"})
-    commit = target.push_folder(folder, "dataset", "d", "first")
-    assert git(tmp_path / "hub/datasets/acme/d", "show", f"{commit}:README.md") == "card"
+    target = HubTarget(kind="local", org="acme", root=Path("hub"))  # HUB_DIR=hub, as make runs it
+    write(tmp_path / "outputs" / "push", {"README.md": "card v2"})
+    commit = target.push_folder(Path("outputs") / "push", "model", "m", "relative")
+    assert git(repo, "show", f"{commit}:README.md") == "card v2"
+    assert git(repo, "show", f"{commit}:model.safetensors") == "weights v1"

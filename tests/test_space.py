@@ -344,7 +344,7 @@ def test_push_space_writes_a_space_repo_that_runs_from_its_own_files(space_hub, 
     own = {p.stem for p in folder.glob("*.py")} | {p.name for p in folder.iterdir() if p.is_dir()}
     third_party = imported_modules(folder) - own - set(sys.stdlib_module_names) - {"__future__", "gradio"}
     third_party -= {"trl"}  # only synthetic_gsm's own command line needs it, never the Space
-    third_party -= {"lm_eval"}  # only scalingdown/compat.py's lm-eval hooks import it, when make eval calls them
+    third_party -= {"lm_eval"}  # only eval's helpers in scalingdown/compat.py import it, inside themselves
     distributions = importlib.metadata.packages_distributions()
     required = {
         re.split(r"[<>=@;\[ ]", line)[0].strip().lower().replace("_", "-")

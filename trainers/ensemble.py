@@ -30,6 +30,7 @@ from transformers import set_seed
 from trl import ModelConfig, SFTConfig
 
 from eval.models import parameter_counts
+from scalingdown.errors import run_cli
 from scalingdown.hub import HubTarget, dataset_repo_name, model_repo_name
 from trainers.boosting import BoostedKDTrainer
 from trainers.ensemble_card import METHOD, TEMPLATE, card_context, card_tags, fmt
@@ -324,4 +325,4 @@ def cli(argv: list[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    cli()
+    run_cli(cli)

@@ -26,9 +26,12 @@ from datasets import Dataset, load_dataset
 from transformers import AutoTokenizer
 from trl import ModelConfig, SFTConfig
 
+from scalingdown.arguments import ArgumentError, check_count, check_range
+from scalingdown.errors import run_cli
 from scalingdown.hub import CORPUS_REPO_NAME, HubTarget, pretrain_repo_name
 from trainers.cost import (
     CHINCHILLA_TOKENS_PER_PARAM,
+    DEVICE_HOUR_PRICES,
     DevicePrice,
     device_price,
     dollar_cost,
@@ -80,11 +83,22 @@ class PretrainArguments:
     )
     push: bool = field(default=True, metadata={"help": "Push the pre-trained model to the Hub target."})
     recipe: str | None = field(default=None, metadata={"help": "Recorded in the card (set by --config)."})
+    dry_run: bool = field(
+        default=False,
+        metadata={"help": "Check every option and exit before any work (make pretrain does, before the corpus)."},
+    )
 
     def __post_init__(self) -> None:
         size = get_size(self.size)
         if size.init != "scratch":
-            raise ValueError(f"--size {self.size} is {size.init}; pre-training starts from a scratch size")
+            raise ArgumentError(f"--size {self.size} is {size.init}; pre-training starts from a scratch size")
+        check_count(self.max_documents, "--max_documents", "documents", zero="all")
+        check_range(self.price_per_device_hour, "--price_per_device_hour", 0.0, variable="PRICE", what="USD")
+        if self.device_kind and self.device_kind not in DEVICE_HOUR_PRICES and self.price_per_device_hour is None:
+            raise ArgumentError(
+                f"DEVICE_KIND={self.device_kind} (--device_kind) has no list price: use one of "
+                f"{', '.join(DEVICE_HOUR_PRICES)}, or give its price with PRICE="
+            )
 
 
 # -- data, tokenizer, model ----------------------------------------------------------------------------
@@ -94,7 +108,7 @@ def load_corpus(script_args: PretrainArguments, location: str) -> Dataset:
     """The corpus documents as a one-column ``text`` dataset."""
     rows = load_dataset(location, split="train")
     if script_args.text_column not in rows.column_names:
-        raise ValueError(f"{location} has no column {script_args.text_column!r} (columns: {rows.column_names})")
+        raise ArgumentError(f"{location} has no column {script_args.text_column!r} (columns: {rows.column_names})")
     rows = rows.select_columns([script_args.text_column])
     if script_args.text_column != "text":
         rows = rows.rename_column(script_args.text_column, "text")
@@ -102,7 +116,7 @@ def load_corpus(script_args: PretrainArguments, location: str) -> Dataset:
     if script_args.max_documents:
         rows = rows.select(range(min(script_args.max_documents, len(rows))))
     if len(rows) == 0:
-        raise ValueError(f"no documents in {location}")
+        raise ArgumentError(f"no documents in {location}: rebuild the corpus (make pretrain)")
     return rows
 
 
@@ -196,12 +210,11 @@ def main(script_args: PretrainArguments, training_args: SFTConfig, model_args: M
     size = get_size(script_args.size)
     target = HubTarget.from_env()
     repo = pretrain_repo_name(size.name)
-    if not script_args.dataset_name and not target.exists("dataset", CORPUS_REPO_NAME):
-        raise SystemExit(
-            f"no corpus at {target.location('dataset', CORPUS_REPO_NAME)}: run `make pretrain` (it builds one) or "
-            "python -m datasets_builders.corpus first, or pass --dataset_name"
-        )
-    inputs = pin_inputs(script_args.dataset_name, CORPUS_REPO_NAME, size, target)
+    if script_args.dry_run:
+        print(f"pretrain {size.name}: options checked")
+        return ""
+    made_by = "run `make pretrain` (it builds one) or python -m datasets_builders.corpus first, or pass --dataset_name"
+    inputs = pin_inputs(script_args.dataset_name, CORPUS_REPO_NAME, size, target, made_by)
     settings = run_settings(inputs, training_args, script_args, model_args)
     output_dir, last_checkpoint = prepare_output_dir(training_args, "pretrain", repo, settings)
     rows = load_corpus(script_args, inputs.dataset_location)
@@ -262,4 +275,4 @@ def cli(argv: list[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    cli()
+    run_cli(cli)

@@ -27,7 +27,10 @@ from transformers import AutoTokenizer
 from trl import ModelConfig, SFTConfig, get_peft_config
 
 from datasets_builders.logits import STUDENT_SYSTEM, LogitsError, tokenizer_identity
+from datasets_builders.tasks import get_task
 from scalingdown.answers import format_final_answer
+from scalingdown.arguments import ArgumentError, check_choice, check_count
+from scalingdown.errors import run_cli
 from scalingdown.hub import HubTarget, dataset_repo_name, model_repo_name
 from scalingdown.prompts import SMOLLM2_DEFAULT_SYSTEM, chatml_training_template
 from trainers.kd import DistillationArguments, KDTrainer, load_online_teacher, offline_rows, online_rows
@@ -89,9 +92,10 @@ class ScriptArguments:
     recipe: str | None = field(default=None, metadata={"help": "Recorded in the card (set by --config)."})
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; use one of {sorted(METHODS)}")
+        check_choice(self.method, sorted(METHODS), "--method", "METHOD")
+        get_task(self.task)
         get_size(self.size)  # fail at parse time with the list of sizes
+        check_count(self.max_train_rows, "--max_train_rows", "training rows", zero="all")
 
 
 # -- data ---------------------------------------------------------------------------------------------
@@ -130,12 +134,12 @@ def load_training_rows(script_args: ScriptArguments, location: str) -> tuple[Dat
         wanted = [t.strip() for t in script_args.teachers.split(",") if t.strip()]
         unknown = sorted(set(wanted) - set(available))
         if unknown:
-            raise ValueError(f"teachers {unknown} are not in {location}; it has {available}")
+            raise ArgumentError(f"TEACHERS (--teachers) {unknown} are not in {location}; it has {available}")
         rows = rows.filter(lambda row: row["teacher"] in wanted)
     if script_args.consistent_only:
         rows = rows.filter(lambda row: bool(row["consistent"]))
     if len(rows) == 0:
-        raise ValueError(f"no training rows left in {location} after the teacher/consistency filters")
+        raise ArgumentError(f"no training rows left in {location} after the --teachers/--consistent_only filters")
     teachers = sorted(set(rows["teacher"]))
     if script_args.method == "label":
         rows = label_rows(location, rows, script_args)
@@ -263,7 +267,8 @@ def build_run(
     size = get_size(script_args.size)
     target = HubTarget.from_env()
     repo = model_repo_name(script_args.task, script_args.method, size.name, bool(model_args.use_peft))
-    inputs = pin_inputs(script_args.dataset_name, dataset_repo_name(script_args.task), size, target)
+    made_by = f"run `make push-data TASK={script_args.task}` first"
+    inputs = pin_inputs(script_args.dataset_name, dataset_repo_name(script_args.task), size, target, made_by)
     if script_args.method == "kd":
         kd_args = kd_args or DistillationArguments()
     settings = run_settings(
@@ -397,4 +402,4 @@ def cli(argv: list[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    cli()
+    run_cli(cli)

@@ -26,6 +26,7 @@ from typing import Literal
 
 import torch
 
+from scalingdown.errors import UserError
 from scalingdown.hub import PRETRAINED_HERE
 
 SMOLLM2_TOKENIZER = "smollm2-135m-instruct"  # packaged teacher: tokenizer + chat template, offline
@@ -34,7 +35,7 @@ SMOLLM2_VOCAB = 49152
 QWEN2_5_VOCAB = 151936
 
 
-class SizeError(ValueError):
+class SizeError(UserError, ValueError):
     """An unknown size name; the message lists the valid ones."""
 
 
@@ -303,8 +304,8 @@ def get_size(name: str) -> StudentSize:
     if name not in SIZES:
         scratch = [s.name for s in SIZES.values() if s.init == "scratch"]
         raise SizeError(
-            f"unknown student size {name!r}; valid sizes: {', '.join(SIZES)}; or a scratch size pre-trained by "
-            f"`make pretrain`: {', '.join(n + PRETRAINED_HERE for n in scratch)}"
+            f"unknown student size {name!r} (SIZE=, --size); valid sizes: {', '.join(SIZES)}; "
+            f"or a scratch size pre-trained by `make pretrain`: {', '.join(n + PRETRAINED_HERE for n in scratch)}"
         )
     return SIZES[name]
 

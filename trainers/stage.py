@@ -33,6 +33,7 @@ from transformers.trainer_utils import TrainOutput, get_last_checkpoint
 from trl import TrlParser
 
 from model_cards import template_path
+from scalingdown.arguments import ArgumentError, check_count, check_range, parse_recipe
 from scalingdown.hub import HubTarget, folder_revision
 from trainers.cost import measure_peak_flops, training_cost
 from trainers.sizes import StudentSize, format_params
@@ -44,7 +45,7 @@ LOSS_CURVE_FILE = "loss_curve.png"
 DEFAULT_OUTPUT_DIRS = (None, "", "trainer_output")  # what TRL/transformers put when --output_dir is not given
 # Options that do not change the weights a step produces: where a run writes, whether it pushes, how it is
 # priced, and how long it runs (extending max_steps, or an ensemble's rounds, resumes the same run).
-NOT_SETTINGS = {"push", "recipe", "price_per_device_hour", "device_kind", "rounds"}
+NOT_SETTINGS = {"push", "recipe", "price_per_device_hour", "device_kind", "rounds", "dry_run"}
 TRAINING_SETTINGS = (
     "learning_rate",
     "lr_scheduler_type",
@@ -72,7 +73,7 @@ TRAINING_SETTINGS = (
 )
 
 
-class SettingsChanged(ValueError):
+class SettingsChanged(ArgumentError):
     """A resume into a folder whose run had other settings; the message names each difference."""
 
 
@@ -83,14 +84,31 @@ def parse(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
     """TrlParser over ``dataclass_types`` (CLI flags over ``--config`` YAML); the recipe path lands in the first
     dataclass that has a ``recipe`` field, so the card can name it."""
     argv = sys.argv[1:] if argv is None else argv
-    parsed = TrlParser(dataclass_types).parse_args_and_config(argv)
+    parsed = parse_recipe(TrlParser(dataclass_types), argv)
     if "--config" in argv:
         for args in parsed:
             if getattr(args, "recipe", "absent") is None:
                 args.recipe = argv[argv.index("--config") + 1]
                 break
+    for args in parsed:
+        if isinstance(args, transformers.TrainingArguments):
+            check_training_args(args)
+    HubTarget.from_env().check_writable()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     return parsed
+
+
+def check_training_args(training_args) -> None:
+    """What transformers accepts but no run can use: zero or negative batch sizes, steps, rates."""
+    check_count(training_args.per_device_train_batch_size, "--per_device_train_batch_size", "rows per device")
+    check_count(training_args.gradient_accumulation_steps, "--gradient_accumulation_steps", "steps")
+    if training_args.max_steps == 0 or training_args.max_steps < -1:
+        raise ArgumentError(f"--max_steps {training_args.max_steps}: must be a positive number of steps, or -1")
+    if training_args.max_steps == -1:
+        check_range(training_args.num_train_epochs, "--num_train_epochs", 0.0, low_inclusive=False)
+    check_range(training_args.learning_rate, "--learning_rate", 0.0)
+    max_length = getattr(training_args, "max_length", None)
+    check_count(max_length, "--max_length", "tokens")
 
 
 def setup(training_args) -> None:
@@ -114,9 +132,20 @@ class Inputs:
     base_revision: str | None = None
 
 
-def pin_inputs(dataset_name: str | None, dataset_repo: str, size: StudentSize, target: HubTarget) -> Inputs:
-    """The dataset (``--dataset_name``, else ``dataset_repo`` on the Hub target) and the size's base model, each
-    with the revision the run reads."""
+def pin_inputs(
+    dataset_name: str | None,
+    dataset_repo: str,
+    size: StudentSize,
+    target: HubTarget,
+    made_by: str = "run `make push-data` first",
+) -> Inputs:
+    """The dataset (``--dataset_name``, else ``dataset_repo`` on the Hub target, which ``made_by`` makes when it is
+    missing) and the size's base model, each with the revision the run reads."""
+    if dataset_name:
+        if not Path(dataset_name).exists() and dataset_name.count("/") != 1:
+            raise ArgumentError(f"--dataset_name {dataset_name}: no such folder, and not a Hub id (namespace/name)")
+    else:
+        target.require("dataset", dataset_repo, made_by)
     location = dataset_name or target.location("dataset", dataset_repo)
     revision = folder_revision(location) if dataset_name else target.revision("dataset", dataset_repo)
     base, base_revision = None, None

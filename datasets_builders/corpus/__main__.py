@@ -1,5 +1,6 @@
 import sys
 
 from datasets_builders.corpus.build import cli
+from scalingdown.errors import run_cli
 
-cli(sys.argv[1:])
+run_cli(lambda: cli(sys.argv[1:]))

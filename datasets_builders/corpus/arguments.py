@@ -8,6 +8,7 @@ from datasets_builders.corpus.topics import MAX_REQUESTS
 from datasets_builders.tasks import get_task
 from datasets_builders.teacher_base import GenerationSettings
 from datasets_builders.teachers import DEFAULT_TEACHERS
+from scalingdown.arguments import ArgumentError, check_count, check_range
 from scalingdown.cache import cache_dir
 from scalingdown.hub import CORPUS_REPO_NAME
 
@@ -88,15 +89,31 @@ class CorpusArguments:
         get_task(self.task)
         unknown = sorted(set(self.source_list) - set(SOURCES))
         if unknown or not self.source_list:
-            raise ValueError(f"--sources {self.sources!r}: use a comma-separated list of {SOURCES}")
+            raise ArgumentError(f"--sources {self.sources!r}: use a comma-separated list of {SOURCES}")
         if self.text_unit not in TEXT_UNITS:
-            raise ValueError(f"--text_unit must be one of {TEXT_UNITS}, got {self.text_unit!r}")
+            raise ArgumentError(f"--text_unit must be one of {TEXT_UNITS}, got {self.text_unit!r}")
         if "files" in self.source_list and not self.files:
-            raise ValueError("--sources files needs --files (comma-separated files, folders or globs)")
+            raise ArgumentError("--sources files needs --files (comma-separated files, folders or globs)")
         if "hub" in self.source_list and not self.hub_dataset:
-            raise ValueError("--sources hub needs --hub_dataset (e.g. HuggingFaceFW/fineweb-edu)")
+            raise ArgumentError("--sources hub needs --hub_dataset (e.g. HuggingFaceFW/fineweb-edu)")
         if not 0 < self.documents_per_teacher <= MAX_REQUESTS:
-            raise ValueError(f"--documents_per_teacher must be 1..{MAX_REQUESTS} (topics x subtopics x styles)")
+            raise ArgumentError(
+                f"--documents_per_teacher {self.documents_per_teacher}: must be 1..{MAX_REQUESTS} "
+                "(topics x subtopics x styles)"
+            )
+        check_count(self.max_new_tokens, "--max_new_tokens", "tokens")
+        check_count(self.batch_size, "--batch_size", "prompts per batch")
+        check_count(self.shard_size, "--shard_size", "documents per shard")
+        check_count(self.task_limit, "--task_limit", "training questions", zero="all")
+        check_count(self.max_documents, "--max_documents", "documents", zero="all")
+        check_count(self.min_chars, "--min_chars", "characters", zero="no minimum")
+        check_count(self.ngram, "--ngram", "words")
+        check_range(self.temperature, "--temperature", 0.0, low_inclusive=False)
+        check_range(self.top_p, "--top_p", 0.0, 1.0, low_inclusive=False)
+        check_range(self.near_duplicate_threshold, "--near_duplicate_threshold", 0.0, 1.0, low_inclusive=False)
+        if self.eval_tasks.strip() != "all":
+            for name in (t.strip() for t in self.eval_tasks.split(",") if t.strip()):
+                get_task(name)
 
     @property
     def source_list(self) -> list[str]:

@@ -15,6 +15,8 @@ from datasets_builders.corpus.card import render_card
 from datasets_builders.corpus.eval_overlap import load_eval_questions
 from datasets_builders.corpus.filters import FilterReport, filter_documents
 from datasets_builders.corpus.sources import generate_documents, read_sources
+from datasets_builders.teachers import check_teacher_spec
+from scalingdown.arguments import ArgumentError, parse_recipe
 from scalingdown.dataset_repo import RepoConfig, write_data_files
 from scalingdown.hub import HubTarget
 
@@ -40,13 +42,20 @@ def print_summary(report: FilterReport, kept: int, where: str) -> None:
 
 def main(args: CorpusArguments) -> str | None:
     """Generate (or resume) the synthetic documents, read the other sources, filter, and push the corpus repo."""
+    target = HubTarget.from_env(args.hub_target, args.org, args.hub_dir)
+    target.check_writable()
+    target.repo_id(args.corpus_repo)  # a name the Hub would refuse fails here, not after the build
+    if args.task_data is not None and not Path(args.task_data).exists():
+        raise ArgumentError(f"DATA={args.task_data} (--task_data): no such file or folder")
+    if "synthetic" in args.source_list:
+        for spec in args.teacher_specs:
+            check_teacher_spec(spec)
     teachers = (
         [generate_documents(args, spec) for spec in args.teacher_specs] if "synthetic" in args.source_list else []
     )
     evaluation, missing = load_eval_questions(args) if args.decontaminate else ([], {})
     kept, report = filter_documents(read_sources(args), args, evaluation)
     report.not_checked = missing
-    target = HubTarget.from_env(args.hub_target, args.org, args.hub_dir)
     if not args.push:
         print_summary(report, len(kept), "(not pushed: --push false)")
         return None
@@ -83,5 +92,5 @@ def cli(argv: list[str] | None = None) -> str | None:
         description="Build the pre-training corpus dataset repo.",
         epilog="--config RECIPE.yaml reads any of these options from a YAML recipe; flags given too win.",
     )
-    (args,) = parser.parse_args_and_config(argv)
+    (args,) = parse_recipe(parser, argv)
     return main(args)
