@@ -72,7 +72,7 @@ def write_rationale_repo(folder: Path, task: str, shared_data: Path, n_train: in
         for teacher in ("teacher-a", "teacher-b")
     ]
     (folder / "data").mkdir(parents=True)
-    for split, rows in {"train": train_rows, "test": push_data.test_rows(test, kind)}.items():
+    for split, rows in {"train": train_rows, "test": push_data.held_out_rows(test, kind)}.items():
         datasets.Dataset.from_list(rows, features=push_data.RATIONALE_FEATURES).to_parquet(
             folder / "data" / f"{split}-00000-of-00001.parquet"
         )
@@ -120,7 +120,7 @@ def test_prompt_is_the_training_user_turn(task, shared_data):
     """doc_to_text is the user turn push-data writes into `messages`, for real rows of every task."""
     data = None if task == "synthetic_gsm" else shared_data / task
     examples, _ = load_examples(task, "test", data=data, limit=20)
-    for row in push_data.test_rows(examples, get_task(task).answer_kind):
+    for row in push_data.held_out_rows(examples, get_task(task).answer_kind):
         assert doc_to_text(row) == row["messages"][0]["content"]
         assert doc_to_text(row) == student_prompt(row["question"], row["choices"], get_task(task).answer_kind)
         assert doc_to_target(row) == doc_to_answer_sentence(row) == format_final_answer(row["answer"])
