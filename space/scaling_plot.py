@@ -120,7 +120,7 @@ def scaling_spec(points: pd.DataFrame, task: str, variant: str = "cot") -> dict:
     return {
         "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
         "title": f"Scaling down: {task} ({'log-likelihood of the gold answer' if graded else variant})",
-        "width": 720,
+        "width": 600,
         "height": 420,
         "data": {"values": json.loads(points.to_json(orient="records"))},
         "layer": [
