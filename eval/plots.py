@@ -1,8 +1,8 @@
 """Every figure the project draws: the scaling-down plot of the leaderboard, the ensemble's rounds and a
 training run's loss curve.
 
-Each function returns a bare ``matplotlib.figure.Figure`` (no pyplot state), so a long-running Space can draw one
-per request without leaking figures.
+Every figure is a bare ``matplotlib.figure.Figure`` (no pyplot state), so a long-running Space can draw one per
+request without leaking figures; ``loss_curve`` saves its figure as a PNG for the model repo.
 """
 
 from __future__ import annotations

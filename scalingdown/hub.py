@@ -289,7 +289,7 @@ def _git(repo: Path, *args: str, env: dict | None = None, input: str | None = No
         "GIT_COMMITTER_EMAIL": "scalingdown@localhost",
     }
     result = subprocess.run(
-        ["git", "-c", "user.name=scalingdown", "-c", "user.email=scalingdown@localhost", *args],
+        ["git", *args],
         cwd=repo,
         capture_output=True,
         text=True,
