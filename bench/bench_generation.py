@@ -3,9 +3,10 @@
     python bench/bench_generation.py --teacher smollm2-135m-instruct --num_prompts 128
     python bench/bench_generation.py --smoke --teacher path/to/tokenizer-folder   # seconds: the suite runs it
 
-Same teacher, same teacher-forced synthetic_gsm prompts, greedy. The previous path is float32 at batch 16; the
-levers are timed on their own too (float32 at the new batch size) and the current path is push-data's defaults
-(``PushDataArguments``). Paths run interleaved, one chunk of prompts at a time, so machine load hits each alike.
+Same teacher, same teacher-forced synthetic_gsm prompts, greedy. The previous path is transformers float32 at
+batch 16; the levers are timed on their own too (transformers at the new batch size, CTranslate2 in float32) and
+the current path is push-data's defaults (``PushDataArguments``: CTranslate2, int8 weights). Paths run
+interleaved, one chunk of prompts at a time, so machine load hits each alike.
 Prints tokens/s per path, the share of outputs identical to the previous path's, the fraction of the FLOP limit
 (2 x parameters FLOPs per generated token against this run's matmul probe) and, last, the speed-up.
 """
@@ -17,7 +18,7 @@ import os
 import platform
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -28,7 +29,7 @@ from datasets_builders.teacher_base import GenerationSettings, TeacherPrompt
 from datasets_builders.teachers import TransformersTeacher, load_teacher
 from trainers.cost import device_name, measure_peak_flops
 
-PREVIOUS = GenerationSettings(batch_size=16)  # push-data before: float32, 16 prompts per generate() call
+PREVIOUS = GenerationSettings(batch_size=16)  # push-data before: transformers float32, 16 prompts per call
 
 
 @dataclass
@@ -36,7 +37,7 @@ class TimedPath:
     name: str
     teacher: TransformersTeacher
     settings: GenerationSettings
-    texts: list[str]
+    texts: list[str] = field(default_factory=list)
     tokens: int = 0
     seconds: float = 0.0
 
@@ -93,13 +94,22 @@ def main() -> None:
     examples, _ = load_examples("synthetic_gsm", "train", limit=args.num_prompts)
     prompts = [build_prompt(r["question"], r["choices"], r["answer"], "numeric", "teacher_forced") for r in examples]
 
+    batch = current.batch_size
+    fp32 = replace(current, int8=False)
     paths = [
-        TimedPath("previous: float32, batch 16", load_teacher(spec), previous, []),
-        TimedPath(f"lever: float32, batch {current.batch_size}", load_teacher(spec), replace(current, int8=False), []),
-        TimedPath(f"push-data: int8={current.int8}, batch {current.batch_size}", load_teacher(spec), current, []),
+        TimedPath("previous: transformers float32, batch 16", load_teacher(spec), previous),
+        TimedPath(
+            f"transformers float32, batch {batch}", load_teacher(spec), replace(fp32, backend="transformers"), []
+        ),
+        TimedPath(f"ctranslate2 float32, batch {batch}", load_teacher(spec, backend="ctranslate2"), fp32),
+        TimedPath(
+            f"push-data: {current.backend} int8={current.int8}, batch {batch}",
+            load_teacher(spec, backend=current.backend),
+            current,
+        ),
     ]
     params = sum(p.numel() for p in paths[0].teacher.model.parameters())
-    for path in paths:  # warm-up (and the one-off int8 conversion)
+    for path in paths:  # warm-up (and the one-off CTranslate2 conversions)
         path.teacher.generate(prompts[:2], replace(path.settings, max_new_tokens=2))
     peak = measure_peak_flops()
     loads = [os.getloadavg()[0]]

@@ -39,7 +39,13 @@ from datasets_builders.synthetic_gsm import SyntheticGSMConfig
 from datasets_builders.tasks import LoadReport, get_task, has_split, load_examples
 from datasets_builders.teacher_base import GenerationSettings
 from datasets_builders.teacher_shards import TeacherRequest, generate_into_shards, teacher_shard_dir
-from datasets_builders.teachers import DEFAULT_TEACHERS, check_teacher_spec, resolve_model_source, teacher_name
+from datasets_builders.teachers import (
+    BACKENDS,
+    DEFAULT_TEACHERS,
+    check_teacher_spec,
+    resolve_model_source,
+    teacher_name,
+)
 from model_cards import template_path
 from scalingdown.answers import format_final_answer
 from scalingdown.arguments import ArgumentError, check_choice, check_count, check_range, parse_recipe
@@ -87,9 +93,12 @@ class PushDataArguments:
     mode: str = field(default="teacher_forced", metadata={"help": f"Prompt mode, one of {PROMPT_MODES}."})
     max_new_tokens: int = field(default=128, metadata={"help": "Longest rationale, in tokens."})
     batch_size: int = field(default=64, metadata={"help": "Prompts per generate() call."})
+    backend: str = field(
+        default="ctranslate2",
+        metadata={"help": "Local teachers' inference library: ctranslate2 (fast on CPU) or transformers."},
+    )
     int8: bool = field(
-        default=True,
-        metadata={"help": "CPU teachers: int8 dynamic quantisation of linear layers (faster; outputs may differ)."},
+        default=True, metadata={"help": "ctranslate2: int8 weights (faster; outputs may differ from float32's)."}
     )
     num_samples: int = field(default=1, metadata={"help": "Rationales sampled per (example, teacher)."})
     temperature: float | None = field(
@@ -159,6 +168,7 @@ class PushDataArguments:
         check_count(self.validation_limit, "--validation_limit", "validation examples", "VALIDATION_LIMIT", zero="all")
         check_count(self.max_new_tokens, "--max_new_tokens", "tokens", "MAX_NEW_TOKENS")
         check_count(self.batch_size, "--batch_size", "prompts per batch", "BATCH_SIZE")
+        check_choice(self.backend, BACKENDS, "--backend")
         check_count(self.shard_size, "--shard_size", "examples per shard")
         check_count(self.logits_batch_size, "--logits_batch_size", "sequences per batch")
         check_count(self.min_chars, "--min_chars", "characters", zero="no minimum")
@@ -198,7 +208,8 @@ class PushDataArguments:
             temperature=temperature if temperature > 0 else 0.7,
             seed=self.seed,
             batch_size=self.batch_size,
-            int8=self.int8,
+            backend=self.backend,
+            int8=self.int8 and self.backend == "ctranslate2",
         )
 
     def filter_settings(self) -> FilterSettings:

@@ -27,8 +27,10 @@ class GenerationSettings:
     seed: int = 42
     batch_size: int = 16
     stop: list[str] = field(default_factory=lambda: list(TEACHER_STOP_STRINGS))
-    # CPU only: int8 dynamic quantisation of the linear layers (weights read per step shrink 4x; outputs may differ
-    # slightly from float32). Ignored on GPU and by endpoints.
+    # transformers, or ctranslate2 (datasets_builders/ctranslate2_backend.py: the same prompts and decoding, faster
+    # on CPU). Endpoints ignore it.
+    backend: str = "transformers"
+    # ctranslate2 only: int8 weights (outputs may differ slightly from float32's).
     int8: bool = False
 
 

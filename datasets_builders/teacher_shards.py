@@ -57,7 +57,7 @@ def generate_into_shards(
     if not todo:
         logger.info("%s: all %d generations already written in %s", name, len(requests), store.root)
         return {"name": name, **info}
-    teacher = load_teacher(spec)
+    teacher = load_teacher(spec, backend=settings.backend)
     info.update(teacher.describe())
 
     def generate(chunk: list[TeacherRequest]) -> list[dict]:

@@ -16,7 +16,6 @@ import importlib.util
 import json
 import logging
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,8 +148,7 @@ def resolve_model_source(spec: str) -> tuple[str, str]:
 
 
 class TransformersTeacher(Teacher):
-    """A causal LM run by transformers: batched, left-padded, length-sorted, KV-cached generation (int8 linear
-    layers on CPU when the settings ask for it)."""
+    """A causal LM run by transformers: batched, left-padded, length-sorted, KV-cached generation."""
 
     def __init__(self, name: str, source: str, dtype: str = "auto", device: str | None = None):
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -165,7 +163,6 @@ class TransformersTeacher(Teacher):
         torch_dtype = _pick_dtype(dtype, self.device)
         self.model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype).to(self.device).eval()
         self.uses_chat = self.tokenizer.chat_template is not None
-        self.int8 = False
 
     def describe(self) -> dict[str, str]:
         packaged = PACKAGED_TEACHERS.get(self.name)
@@ -189,22 +186,10 @@ class TransformersTeacher(Teacher):
         # Chat templates already contain the special tokens; plain prompts get the tokenizer's BOS.
         return [self.tokenizer(self.render(p), add_special_tokens=not self.uses_chat)["input_ids"] for p in prompts]
 
-    def quantize_int8(self) -> None:
-        """Swap the linear layers for int8 dynamic-quantised ones (CPU; once). Decode steps on CPU are bound by
-        reading the weights, so a 4x smaller weight is most of the step's time saved."""
-        if self.device != "cpu" or self.int8:
-            return
-        from torch.ao.quantization import quantize_dynamic
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.ao's notice that torchao will host this API
-            self.model = quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
-        self.int8 = True
-
     @torch.inference_mode()
     def generate(self, prompts: list[TeacherPrompt], settings: GenerationSettings) -> list[Generation]:
         if settings.int8:
-            self.quantize_int8()
+            raise TeacherError("int8 weights come with the ctranslate2 backend: --backend ctranslate2, or --int8 false")
         encoded = self.encode(prompts)
         # Longest first: batches of similar length waste little on padding, and an out-of-memory
         # error shows up in the first batch rather than after an hour.
@@ -265,14 +250,21 @@ def _endpoint(spec: str) -> tuple[str, str]:
     return model, base_url
 
 
-def load_teacher(spec: str, **kwargs) -> Teacher:
-    """A ready teacher from a spec string (see the module docstring)."""
+BACKENDS = ("ctranslate2", "transformers")
+
+
+def load_teacher(spec: str, backend: str = "transformers", **kwargs) -> Teacher:
+    """A ready teacher from a spec string (see the module docstring), run by ``backend`` (endpoints: their server)."""
     if spec.startswith("openai:"):
         from datasets_builders.openai_backend import OpenAITeacher
 
         model, base_url = _endpoint(spec)
         return OpenAITeacher(name=teacher_name(spec), base_url=base_url, model=model)  # key: OPENAI_API_KEY
     name, source = resolve_model_source(spec)
+    if backend == "ctranslate2":
+        from datasets_builders.ctranslate2_backend import CTranslate2Teacher
+
+        return CTranslate2Teacher(name, source, **kwargs)
     return TransformersTeacher(name, source, **kwargs)
 
 

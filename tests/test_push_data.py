@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -155,14 +156,37 @@ def test_real_smollm2_teacher_writes_consistent_rationales(tmp_path, hub_dir, sm
     assert "HuggingFaceTB/SmolLM2-135M-Instruct" in card
 
 
+def test_ctranslate2_backend_writes_what_transformers_writes(tiny_teacher_dir):
+    """Same prompts, greedy, float32: CTranslate2 (push-data's backend) writes the transformers backend's texts and
+    stops at the same stop strings; int8 weights still write text."""
+    from datasets_builders.rationales import build_prompt
+    from datasets_builders.tasks import load_examples
+    from datasets_builders.teacher_base import GenerationSettings
+    from datasets_builders.teachers import load_teacher
+
+    examples, _ = load_examples("synthetic_gsm", "train", limit=6)
+    prompts = [build_prompt(r["question"], None, r["answer"], "numeric", "teacher_forced") for r in examples]
+    settings = GenerationSettings(max_new_tokens=24, batch_size=4, stop=["\n\n\n", " the"])
+    reference = load_teacher(str(tiny_teacher_dir)).generate(prompts, settings)
+    fast = load_teacher(str(tiny_teacher_dir), backend="ctranslate2")
+    assert fast.describe()["backend"].startswith("ctranslate2")
+    generations = fast.generate(prompts, replace(settings, backend="ctranslate2"))
+    assert [g.text for g in generations] == [g.text for g in reference]
+    assert all(" the" not in g.text for g in generations)
+    assert [g.num_tokens for g in generations] == [g.num_tokens for g in reference]
+    int8 = fast.generate(prompts, replace(settings, backend="ctranslate2", int8=True))
+    assert len(int8) == len(prompts) and all(0 < g.num_tokens <= 24 for g in int8)
+
+
 @pytest.mark.teacher
-def test_real_gemma3_base_teacher_answers_the_one_shot_plain_prompt():
+@pytest.mark.parametrize("backend", ["transformers", "ctranslate2"])
+def test_real_gemma3_base_teacher_answers_the_one_shot_plain_prompt(backend):
     """Gemma-3-270M is a base model: it gets the plain-text one-shot prompt and stops before a new question."""
     from datasets_builders.rationales import build_prompt
     from datasets_builders.teacher_base import GenerationSettings
     from datasets_builders.teachers import load_teacher
 
-    teacher = load_teacher("gemma3-270m")
+    teacher = load_teacher("gemma3-270m", backend=backend)
     assert teacher.uses_chat is False
     assert teacher.describe()["source"].startswith("google/gemma-3-270m")
     prompts = [
@@ -171,7 +195,7 @@ def test_real_gemma3_base_teacher_answers_the_one_shot_plain_prompt():
         ),
         build_prompt("Which is a planet?", ["the Moon", "Mars", "the Sun"], "B", "letter", "teacher_forced"),
     ]
-    out = teacher.generate(prompts, GenerationSettings(max_new_tokens=40, batch_size=2))
+    out = teacher.generate(prompts, GenerationSettings(max_new_tokens=40, batch_size=2, backend=backend))
     assert len(out) == 2
     for generation in out:
         assert generation.text and "Question:" not in generation.text
