@@ -54,12 +54,16 @@ PRETRAIN_FLAGS = --config $(or $(CONFIG),recipes/pretrain/scratch.yaml) $(call o
 BENCH_FLAGS = $(call opt,--sizes,BENCH_SIZES) $(call opt,--steps,BENCH_STEPS) \
 	$(call opt,--price_per_device_hour,PRICE) $(call opt,--device_kind,DEVICE_KIND)
 
+# study (scalingdown.study): CONFIG or recipes/study/synthetic_gsm.yaml; it runs push-data, train and eval itself.
+STUDY_CONFIG = $(or $(CONFIG),recipes/study/synthetic_gsm.yaml)
+
 # eval (eval.run): CONFIG or recipes/eval/default.yaml; EVAL_LIMIT, EVAL_BATCH_SIZE and EVAL_TEACHERS are eval's own.
 EVAL_FLAGS = --config $(or $(CONFIG),recipes/eval/default.yaml) $(call opt,--task,TASK) $(call opt,--models,MODELS) \
 	$(call opt,--teachers,EVAL_TEACHERS) $(call opt,--variants,VARIANTS) $(call opt,--limit,EVAL_LIMIT) \
-	$(call opt,--batch_size,EVAL_BATCH_SIZE) $(ARGS)
+	$(call opt,--batch_size,EVAL_BATCH_SIZE) $(call opt,--split,EVAL_SPLIT) $(call opt,--teacher_shots,TEACHER_SHOTS) \
+	$(ARGS)
 
-.PHONY: help install install-browser push-data train sweep pretrain sizes eval space push-space demo test lint \
+.PHONY: help install install-browser push-data train sweep pretrain sizes eval study space push-space demo test lint \
 	bench-generation bench-pretrain-cost clean
 
 help:
@@ -70,6 +74,7 @@ help:
 	@echo "make sweep       make train for each of SIZES (\"1M 3M 8M\")"
 	@echo "make pretrain    corpus repo, then SIZE from random weights -> pretrain-SIZE  recipes/corpus/, recipes/pretrain/"
 	@echo "make eval        teachers and students scored -> leaderboard repo + answer recipes/eval/default.yaml"
+	@echo "make study       data, students, eval on validation then test, report      recipes/study/synthetic_gsm.yaml"
 	@echo "make space | push-space | sizes | bench-generation | bench-pretrain-cost | install-browser | clean"
 	@echo
 	@echo "A variable you set becomes a flag over the recipe; one you leave unset keeps the recipe's value."
@@ -78,6 +83,7 @@ help:
 	@echo "  TEACHERS=a,b LIMIT=64 TEST_LIMIT=100 LOGITS=16 DATA=folder     push-data"
 	@echo "  SAMPLES=4 SAMPLE_TEMPERATURE=0.7 KEEP=2 VALIDATION_LIMIT=100    push-data: several rationales per question"
 	@echo "  MODELS='glob' EVAL_LIMIT=50 VARIANTS=cot,mc,nll                 eval"
+	@echo "  EVAL_SPLIT=validation TEACHER_SHOTS=0,3                         eval: choose on validation, each shot count"
 	@echo "  CORPUS=offline|fineweb-edu|cosmopedia|code PRICE=USD/device-hour  pretrain"
 	@echo "  ARGS=\"--flag value\"      any other option: python -m <module> --help (datasets_builders.push_data,"
 	@echo "                           trainers.sft, trainers.ensemble, trainers.pretrain, datasets_builders.corpus, eval.run)"
@@ -139,6 +145,9 @@ sizes: install
 
 eval: install
 	$(PY) -m eval.run $(strip $(EVAL_FLAGS))
+
+study: install
+	$(PY) -m scalingdown.study --config $(STUDY_CONFIG) $(ARGS)
 
 # The Space reads the Hub target from HUB_TARGET/ORG/HUB_DIR, so it serves ./hub by default.
 space: install

@@ -1,8 +1,9 @@
 """Leaderboard rows, the ``{task}-leaderboard`` dataset repo, and results written back into student cards.
 
-One row per (model, task, variant). A re-run replaces the rows it scores and keeps every other row, so
-``MODELS=`` runs add to the board and never duplicate it. The repo has two configs: ``default`` (the rows) and
-``samples`` (each model's answer per test example, which the Space shows side by side).
+One row per (model, task, split, variant): test, and validation where choices were made. A re-run replaces the
+rows it scores and keeps every other row, so ``MODELS=`` runs add to the board and never duplicate it. The repo has
+two configs: ``default`` (the rows) and ``samples`` (each model's answer per test example, which the Space shows
+side by side).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ ROW_FEATURES = Features(
         "model": Value("string"),
         "role": Value("string"),
         "task": Value("string"),
+        "split": Value("string"),  # test, or validation (where choices are made); empty in boards from before
         "variant": Value("string"),
         "lm_eval_task": Value("string"),
         "metric": Value("string"),
@@ -72,12 +74,17 @@ SAMPLE_FEATURES = Features(
         "correct": Value("bool"),
     }
 )
-ROW_KEY = ("model", "task", "variant")
+ROW_KEY = ("model", "task", "split", "variant")
 VARIANT_NAMES = {"cot": "chain of thought", "mc": "log-likelihood", "nll": "log-likelihood of the gold answer"}
 
 
 def row_key(row: dict) -> tuple:
-    return tuple(row[k] for k in ROW_KEY)
+    return tuple((row.get(k) or "test") if k == "split" else row[k] for k in ROW_KEY)
+
+
+def split_rows(rows: list[dict], split: str) -> list[dict]:
+    """The rows scored on ``split`` (rows from before the column existed were scored on test)."""
+    return [r for r in rows if (r.get("split") or "test") == split]
 
 
 def load_board(target: HubTarget, task: str) -> tuple[list[dict], list[dict]]:
@@ -96,11 +103,20 @@ def load_board(target: HubTarget, task: str) -> tuple[list[dict], list[dict]]:
 
 
 def merge(old: list[dict], new: list[dict]) -> list[dict]:
-    """Old rows with every (model, task, variant) in ``new`` replaced; sorted for a stable board."""
+    """Old rows with every (model, task, split, variant) in ``new`` replaced; sorted for a stable board."""
     replaced = {row_key(r) for r in new}
     rows = [r for r in old if row_key(r) not in replaced] + list(new)
     role_order = {"teacher": 0, "ensemble": 1, "student": 2}
-    return sorted(rows, key=lambda r: (r["variant"], role_order.get(r["role"], 3), r["params_total"] or 0, r["model"]))
+    return sorted(
+        rows,
+        key=lambda r: (
+            (r.get("split") or "test") != "test",
+            r["variant"],
+            role_order.get(r["role"], 3),
+            r["params_total"] or 0,
+            r["model"],
+        ),
+    )
 
 
 def merge_samples(old: list[dict], new: list[dict]) -> list[dict]:
@@ -126,10 +142,11 @@ def markdown_table(rows: list[dict]) -> str:
             accuracy = f"NLL {r['answer_nll']:.2f}"
             accuracy += f" ± {r['answer_nll_stderr']:.2f}" if r.get("answer_nll_stderr") is not None else ""
         params = "–" if not r["params_total"] else f"{r['params_total'] / 1e6:.1f}M"
+        variant = r["variant"] if (r.get("split") or "test") == "test" else f"{r['variant']} ({r['split']})"
         status = r["status"] if r["status"] == "ok" else f"failed: {(r['error'] or '')[:80]}"
         parsed = "–" if r["parsed_rate"] is None else f"{100 * r['parsed_rate']:.0f}%"
         lines.append(
-            f"| {r['model']} | {r['role']} | {r['method'] or '–'} | {params} | {r['variant']} | {accuracy} | {parsed} "
+            f"| {r['model']} | {r['role']} | {r['method'] or '–'} | {params} | {variant} | {accuracy} | {parsed} "
             f"| {fmt(r['peak_rss_mb'], '.0f')} MB | {fmt(r['latency_s'], '.2f')} | {fmt(r['tokens_per_s'], '.1f')} "
             f"| {fmt(r['latency_s_batch1'], '.2f')} | {status.replace('|', '/')} |"
         )
@@ -208,8 +225,8 @@ def update_model_card(
             task_type="text-generation",
             task_name=f"{r['task']} ({VARIANT_NAMES.get(r['variant'], r['variant'])})",
             dataset_type=r["dataset_repo"],
-            dataset_name=f"{r['task']} test split",
-            dataset_split="test",
+            dataset_name=f"{r['task']} {r.get('split') or 'test'} split",
+            dataset_split=r.get("split") or "test",
             dataset_revision=r["dataset_revision"],
             metric_type="accuracy" if graded is None else "answer_nll",
             metric_name=f"{r['metric']} ({r['n']} questions)"

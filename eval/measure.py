@@ -35,6 +35,7 @@ class MeasureRequest:
     model_path: str
     lm_eval_task: str
     dataset_path: str
+    split: str = "test"
     chat: bool = True
     num_fewshot: int = 0
     limit: int | None = None
@@ -69,18 +70,22 @@ class MeasureResult:
     samples: list[dict] = field(default_factory=list)
 
 
-def task_config(name: str, dataset_path: str, max_gen_toks: int | None = None, chat: bool = True) -> dict:
+def task_config(
+    name: str, dataset_path: str, max_gen_toks: int | None = None, chat: bool = True, split: str = "test"
+) -> dict:
     """Our YAML for ``name`` with includes and ``!function`` resolved, reading data from ``dataset_path``.
 
     lm-eval builds a task from a dict as it is (no merge with the registered YAML), so the runner resolves the
     YAML itself and overrides only the data location, and, for a plain-text model of the ``nll`` variant, puts
-    the gold sentence on its own line as the shots show it (lm-eval would glue it to the prompt).
+    the gold sentence on its own line as the shots show it (lm-eval would glue it to the prompt). ``split``:
+    the split scored (``validation`` while choosing, ``test`` once at the end); shots always come from train.
     """
     file = TASKS_DIR / f"{name}.yaml"
     if not file.is_file():
         raise FileNotFoundError(f"no lm-eval task {name} in {TASKS_DIR}")
     config = load_task_yaml(file)
     config["dataset_path"] = dataset_path
+    config["test_split"] = split
     if max_gen_toks:
         config.setdefault("generation_kwargs", {})["max_gen_toks"] = max_gen_toks
     if config["output_type"] == "loglikelihood" and not chat:
@@ -148,7 +153,7 @@ def measure(request: MeasureRequest) -> MeasureResult:
         batch_size=request.batch_size,
         trust_remote_code=request.trust_remote_code,
     )
-    config = task_config(request.lm_eval_task, request.dataset_path, request.max_gen_toks, request.chat)
+    config = task_config(request.lm_eval_task, request.dataset_path, request.max_gen_toks, request.chat, request.split)
     output = simple_evaluate(
         model=lm,
         tasks=[config],

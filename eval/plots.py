@@ -10,16 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from eval.report import GRADED, graded_rows, params_label, scored_rows
+from eval.report import GRADED, graded_rows, params_label, run_suffix, scored_rows
 from scalingdown.hub import PRETRAINED_HERE
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
-def scaling_down_figure(rows: list[dict], task: str, variant: str = "cot") -> Figure:
-    """Accuracy (or the ``nll`` variant's gold-answer NLL) vs parameters (log x): one series per method, teachers
-    as horizontal lines."""
+def scaling_down_figure(rows: list[dict], task: str, variant: str = "cot", baseline: dict | None = None) -> Figure:
+    """Accuracy (or the ``nll`` variant's gold-answer NLL) vs parameters (log x): one series per method (and repo
+    suffix: ``sft (smollm2)``), teachers as horizontal lines, ``baseline`` (``accuracy``, ``answer``: the majority
+    answer) as a dotted one."""
     from matplotlib import rcParams
     from matplotlib.figure import Figure
 
@@ -31,7 +32,10 @@ def scaling_down_figure(rows: list[dict], task: str, variant: str = "cot") -> Fi
     students = [r for r in rows if r["role"] != "teacher" and r.get("params_total")]
     series: dict[str, list[dict]] = {}
     for row in students:
-        label = f"{row.get('method') or 'student'}{' (LoRA)' if row.get('lora') else ''}"
+        suffix = run_suffix(row)
+        label = (
+            f"{row.get('method') or 'student'}{f' ({suffix})' if suffix else ''}{' (LoRA)' if row.get('lora') else ''}"
+        )
         if (row.get("size") or "").endswith(PRETRAINED_HERE):  # its own series: not a point on the scratch curve
             label += ", pre-trained here"
         series.setdefault(label, []).append(row)
@@ -54,6 +58,9 @@ def scaling_down_figure(rows: list[dict], task: str, variant: str = "cot") -> Fi
         if row.get(spread):
             low, high = scale * (row[value] - row[spread]), scale * (row[value] + row[spread])
             ax.axhspan(low, high, color=colour, alpha=0.1)
+    if baseline and not graded:
+        label = f"majority answer ({baseline['answer']}): {scale * baseline['accuracy']:.1f}%"
+        ax.axhline(scale * baseline["accuracy"], linestyle=":", color="black", label=label)
     ax.set_xscale("log")
     ax.set_xlabel("student parameters (total, log scale)")
     if graded:

@@ -1,11 +1,13 @@
 """The scaling-down answer: the smallest student that beats the best teacher (its figure: ``eval.plots``).
 
-A student "beats" a teacher when its accuracy is higher; the sentence also says whether the margin exceeds
-the combined standard error (sqrt(se_s^2 + se_t^2)), because on a few hundred test questions a couple of
-points is noise. Where the board has a student pre-trained here (size ``X-pt``, ``make pretrain``) and the same
-size trained from scratch on the task alone (size ``X``), a sentence per pair says which is better: by accuracy
-(also when one of them never wrote a parseable answer: a measured 0%) and, where the ``nll`` variant scored both,
-by the log-likelihood of the gold answer, which still ranks students whose accuracy ties at 0%. Each ensemble
+A student "beats" a teacher when its accuracy is higher by more than two combined standard errors
+(sqrt(se_s^2 + se_t^2)): on a few hundred test questions a couple of points is noise. Every margin is given in
+those units too. The best teacher is the teacher variant (model, shots) best on the validation split where it was
+scored there; its test accuracy is the one compared. Where the board has a student pre-trained here (size
+``X-pt``, ``make pretrain``) and the same size trained from scratch on the task alone (size ``X``), a sentence per
+pair says which is better: by accuracy (also when one of them never wrote a parseable answer: a measured 0%) and,
+where the ``nll`` variant scored both, by the log-likelihood of the gold answer, which still ranks students whose
+accuracy ties at 0%. Each ensemble
 (``make train METHOD=ensemble``) gets a sentence against the single student of its total size and the teacher.
 """
 
@@ -55,18 +57,38 @@ def params_label(row: dict) -> str:
     return f"{total / 1e9:.2f}B params" if total >= 1e9 else f"{total / 1e6:.1f}M params"
 
 
+def run_suffix(row: dict) -> str:
+    """What a student's repo name adds after ``{task}-{method}-{size}`` (``trainers.sft --suffix``), e.g. the one
+    teacher it learned from; empty for the plain run."""
+    stem = f"{row.get('task')}-{row.get('method')}-{row.get('size')}"
+    name = row["model"].removesuffix("-lora")
+    return name[len(stem) + 1 :] if name.startswith(stem + "-") else ""
+
+
 def _against_noise(margin: float, first: dict, second: dict, stderr: str = "stderr") -> str:
-    """``margin`` > 0 means ``first`` is the better one; ``stderr`` names the standard-error column."""
+    """``margin`` > 0 means ``first`` is the better one; ``stderr`` names the standard-error column. A clear win is a
+    margin of more than two combined standard errors (sqrt(se_1^2 + se_2^2)); the sentence gives the ratio."""
     combined = math.sqrt((first.get(stderr) or 0) ** 2 + (second.get(stderr) or 0) ** 2)
-    # rounded, so a margin of exactly one standard error (0.02 vs 0.0200000001) is not called "more than"
-    if combined and round(abs(margin), 9) > round(combined, 9):
-        return "more than one combined standard error"
+    if not combined:
+        return "within two combined standard errors (0.0)" if margin == 0 else "with no standard error to judge it by"
+    ratio = abs(margin) / combined
+    # rounded, so a margin of exactly two standard errors (0.04 vs 0.0400000001) is not called "more than"
+    if round(ratio, 9) > 2:
+        return f"more than two combined standard errors ({ratio:.1f})"
     if margin > 0:
-        return "within one combined standard error, so not yet a clear win"
-    return "within one combined standard error"
+        return f"within two combined standard errors ({ratio:.1f}), so not a clear win"
+    return f"within two combined standard errors ({ratio:.1f})"
 
 
-def scaling_down_answer(rows: list[dict], task: str, variant: str = "cot") -> str:
+def clear_win(first: dict, second: dict, stderr: str = "stderr", lower_is_better: bool = False) -> bool:
+    """``first`` beats ``second`` by more than two combined standard errors (the project's bar for "beats")."""
+    key = "answer_nll" if lower_is_better else "accuracy"
+    margin = (second[key] - first[key]) if lower_is_better else (first[key] - second[key])
+    combined = math.sqrt((first.get(stderr) or 0) ** 2 + (second.get(stderr) or 0) ** 2)
+    return margin > 0 and combined > 0 and round(margin / combined, 9) > 2
+
+
+def scaling_down_answer(rows: list[dict], task: str, variant: str = "cot", validation_rows: list[dict] = ()) -> str:
     """One sentence (or two) answering the project's question for one task and variant, followed by what
     pre-training here bought (``pretraining_comparison``) when the board has both rows, and how each ensemble
     compares with a single student of its size and with the teacher (``ensemble_comparison``). The ``nll``
@@ -74,7 +96,7 @@ def scaling_down_answer(rows: list[dict], task: str, variant: str = "cot") -> st
     if variant == GRADED:
         return " ".join([graded_answer(rows, task), *pretraining_comparison(rows, variant)])
     comparisons = [*pretraining_comparison(rows, variant), *ensemble_comparison(rows, variant)]
-    return " ".join([teacher_answer(rows, task, variant), *comparisons])
+    return " ".join([teacher_answer(rows, task, variant, validation_rows), *comparisons])
 
 
 def ensemble_size(size: str | None) -> int | None:
@@ -167,34 +189,51 @@ def pretraining_comparison(rows: list[dict], variant: str = "cot") -> list[str]:
     return sentences
 
 
-def teacher_answer(rows: list[dict], task: str, variant: str = "cot") -> str:
-    """The smallest student that beats the best teacher, or how far the best student is behind."""
+def best_teacher(rows: list[dict], validation_rows: list[dict] = ()) -> tuple[dict, str]:
+    """``(the best teacher's test row, how it was picked)``: the teacher variant (model and shots) with the best
+    validation accuracy where validation rows exist (the choice is never made on test), else the best on test."""
+    teachers = [r for r in rows if r["role"] == "teacher"]
+    on_validation = {r["model"]: r["accuracy"] for r in scored_rows(validation_rows, rows[0]["variant"])}
+    candidates = [t for t in teachers if t["model"] in on_validation]
+    if candidates:
+        best = max(candidates, key=lambda r: (on_validation[r["model"]], r["accuracy"]))
+        return best, f"best on validation of {len(on_validation)} teacher variants"
+    return max(teachers, key=lambda r: r["accuracy"]), "the best on test: no validation scores"
+
+
+def teacher_answer(rows: list[dict], task: str, variant: str = "cot", validation_rows: list[dict] = ()) -> str:
+    """The smallest student that beats the best teacher by more than two combined standard errors, or how close
+    the best student comes. ``validation_rows`` pick the best teacher (``best_teacher``)."""
     rows = scored_rows(rows, variant)
+    validation_rows = [r for r in validation_rows if r["role"] == "teacher"]
     teachers = [r for r in rows if r["role"] == "teacher"]
     students = [r for r in rows if r["role"] in ("student", "ensemble")]
     if not teachers:
         return f"{task}: no teacher was scored successfully, so there is nothing to beat yet."
-    best = max(teachers, key=lambda r: r["accuracy"])
+    best, picked = best_teacher(teachers, validation_rows)
+    teacher = f"{best['model']} ({params_label(best)}, {picked}) at {_pct(best)}"
     if not students:
-        return f"{task}: no student was scored successfully yet; the best teacher is {best['model']} at {_pct(best)}."
+        return f"{task}: no student was scored successfully yet; the best teacher is {teacher}."
     winners = sorted(
-        (r for r in students if r["accuracy"] > best["accuracy"]),
+        (r for r in students if clear_win(r, best)),
         key=lambda r: (r.get("params_total") or math.inf, -r["accuracy"]),
     )
-    if not winners:
-        top = max(students, key=lambda r: r["accuracy"])
-        gap = 100 * (best["accuracy"] - top["accuracy"])
+    if winners:
+        win = winners[0]
+        margin = win["accuracy"] - best["accuracy"]
+        share = ""
+        if win.get("params_total") and best.get("params_total"):
+            share = f", {100 * win['params_total'] / best['params_total']:.0f}% of the teacher's parameters"
         return (
-            f"{task}: no student beats the best teacher yet. Best teacher: {best['model']} ({params_label(best)}) at "
-            f"{_pct(best)}; best student: {top['model']} ({params_label(top)}) at {_pct(top)}, {gap:.1f} points behind."
+            f"{task}: the smallest student that beats the best teacher is {win['model']} ({params_label(win)}{share}) "
+            f"at {_pct(win)} vs {teacher}: +{100 * margin:.1f} points, {_against_noise(margin, win, best)}."
         )
-    win = winners[0]
-    margin = win["accuracy"] - best["accuracy"]
-    significance = _against_noise(margin, win, best)
+    top = max(students, key=lambda r: r["accuracy"])
+    margin = top["accuracy"] - best["accuracy"]
+    where = f"{100 * margin:+.1f} points, {_against_noise(margin, top, best)}"
     return (
-        f"{task}: the smallest student that beats the best teacher is {win['model']} ({params_label(win)}) at "
-        f"{_pct(win)} vs {best['model']} ({params_label(best)}) at {_pct(best)}: +{100 * margin:.1f} points, "
-        f"{significance}."
+        f"{task}: no student beats the best teacher by more than two combined standard errors yet. Best teacher: "
+        f"{teacher}; best student: {top['model']} ({params_label(top)}) at {_pct(top)}, {where}."
     )
 
 

@@ -25,19 +25,27 @@ import os
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from trl import TrlParser
 
 from datasets_builders.tasks import TASKS, get_task
 from datasets_builders.teachers import check_teacher_spec
-from eval.leaderboard import load_board, markdown_table, merge, merge_samples, push_board, update_model_card
+from eval.leaderboard import (
+    load_board,
+    markdown_table,
+    merge,
+    merge_samples,
+    push_board,
+    split_rows,
+    update_model_card,
+)
 from eval.measure import TASKS_DIR, MeasureRequest, MeasureResult
 from eval.models import EvalModel, select, student_models, teacher_models, with_facts
 from eval.plots import plot_scaling_down
 from eval.report import scaling_down_answer
-from scalingdown.arguments import ArgumentError, check_count, parse_recipe
+from scalingdown.arguments import ArgumentError, check_choice, check_count, parse_recipe
 from scalingdown.cache import PROJECT_ROOT, cache_dir
 from scalingdown.errors import UserError, run_cli
 from scalingdown.hub import HubTarget, dataset_repo_name, folder_revision, leaderboard_repo_name
@@ -68,7 +76,18 @@ class EvalArguments:
     dataset_name: str | None = field(
         default=None, metadata={"help": "Dataset repo or local folder with a test split (default: the Hub target's)."}
     )
-    limit: int = field(default=50, metadata={"help": "Test questions per model; 0 = the whole test split."})
+    split: str = field(
+        default="test",
+        metadata={"help": "test, or validation: where choices are made (the best teacher variant, epochs...)."},
+    )
+    teacher_shots: str | None = field(
+        default=None,
+        metadata={
+            "help": "Comma-separated worked-example counts (e.g. 0,3): each teacher is scored once per count, as "
+            "<teacher>-<k>shot unless k is its usual count; default: the count it wrote its rationales with."
+        },
+    )
+    limit: int = field(default=50, metadata={"help": "Questions per model; 0 = the whole split."})
     batch_size: int = field(default=32, metadata={"help": "lm-eval batch size (latency is also measured at 1)."})
     latency_samples: int = field(default=2, metadata={"help": "Questions replayed one by one for batch-1 latency."})
     max_gen_toks: int | None = field(default=None, metadata={"help": "Override the task's max generated tokens."})
@@ -83,7 +102,10 @@ class EvalArguments:
             raise ArgumentError(f"VARIANTS={self.variants} (--variants): use cot, mc and/or nll")
         if "mc" in self.variant_list and not (TASKS_DIR / f"scalingdown_{self.task}_mc.yaml").is_file():
             raise ArgumentError(f"{self.task} has no multiple-choice variant; use VARIANTS=cot (--variants)")
-        check_count(self.limit, "--limit", "test questions", "EVAL_LIMIT", zero="the whole test split")
+        check_choice(self.split, ["test", "validation"], "--split", "EVAL_SPLIT")
+        for shots in self.shot_list:
+            check_count(shots, "--teacher_shots", "worked examples", "TEACHER_SHOTS", zero="zero-shot")
+        check_count(self.limit, "--limit", "questions", "EVAL_LIMIT", zero="the whole split")
         check_count(self.batch_size, "--batch_size", "questions per batch", "EVAL_BATCH_SIZE")
         check_count(self.latency_samples, "--latency_samples", "questions", zero="no batch-1 latency")
         check_count(self.max_gen_toks, "--max_gen_toks", "tokens")
@@ -95,6 +117,13 @@ class EvalArguments:
     def variant_list(self) -> list[str]:
         return [v.strip() for v in self.variants.split(",") if v.strip()]
 
+    @property
+    def shot_list(self) -> list[int]:
+        try:
+            return [int(k) for k in str(self.teacher_shots or "").split(",") if k.strip()]
+        except ValueError as error:
+            raise ArgumentError(f"TEACHER_SHOTS={self.teacher_shots} (--teacher_shots): use counts like 0,3") from error
+
 
 def task_files_key() -> str:
     """Changes whenever a task YAML or utils.py does (their prompts and scoring are part of a result)."""
@@ -105,20 +134,21 @@ def task_files_key() -> str:
     return digest.hexdigest()[:16]
 
 
-def check_test_split(location: str, task: str) -> None:
-    """Refuse, before any model is scored, a dataset without a usable test split."""
+def check_test_split(location: str, task: str, split: str = "test") -> None:
+    """Refuse, before any model is scored, a dataset without a usable split to score."""
     from datasets import load_dataset
 
     try:
-        test = load_dataset(location, split="test")
+        test = load_dataset(location, split=split)
     except (ValueError, FileNotFoundError) as error:
         raise UserError(
-            f"{location} has no test split ({type(error).__name__}: {str(error)[:120]}); "
-            f"run `make push-data TASK={task}` (it writes one), or score another dataset with a test split: "
+            f"{location} has no {split} split ({type(error).__name__}: {str(error)[:120]}); "
+            f"run `make push-data TASK={task}` (it writes one), or score another dataset with a {split} split: "
             "ARGS='--dataset_name <repo or folder>'"
         ) from error
     if len(test) == 0:
-        raise UserError(f"{location} has an empty test split; run `make push-data TASK={task} TEST_LIMIT=100`")
+        limit = "TEST_LIMIT" if split == "test" else "VALIDATION_LIMIT"
+        raise UserError(f"{location} has an empty {split} split; run `make push-data TASK={task} {limit}=100`")
 
 
 def measure_request(
@@ -126,18 +156,20 @@ def measure_request(
     lm_eval_task: str,
     location: str,
     *,
+    split: str = "test",
     limit: int | None,
     batch_size: int,
     latency_samples: int,
     device: str | None = None,
     max_gen_toks: int | None = None,
 ) -> MeasureRequest:
-    """What ``eval.measure`` scores: one model, prompted as it is scored everywhere, on one lm-eval task over the test
-    split at ``location`` (``limit`` 0 or None: the whole split)."""
+    """What ``eval.measure`` scores: one model, prompted as it is scored everywhere, on one lm-eval task over ``split``
+    at ``location`` (``limit`` 0 or None: the whole split)."""
     return MeasureRequest(
         model_path=model.path,
         lm_eval_task=lm_eval_task,
         dataset_path=location,
+        split=split,
         chat=model.chat,
         num_fewshot=model.num_fewshot,
         limit=limit or None,
@@ -174,6 +206,7 @@ def result_row(model: EvalModel, result: MeasureResult, context: dict) -> dict:
         "model": model.name,
         "role": model.role,
         "task": context["task"],
+        "split": context["split"],
         "variant": context["variant"],
         "lm_eval_task": context["lm_eval_task"],
         "metric": result.metric,
@@ -229,8 +262,20 @@ def discover(args: EvalArguments, target: HubTarget, location: str) -> list[Eval
         specs = [t for t in named if t in PACKAGED_TEACHERS]
         for other in sorted(set(named) - set(specs)):
             logger.warning("teacher %s is not packaged: pass --teachers <its spec> to score it", other)
-    models = select(teacher_models(specs) + student_models(args.task, target), args.models)
+    teachers = teacher_models(specs)
+    if args.teacher_shots:
+        teachers = [variant for teacher in teachers for variant in shot_variants(teacher, args.shot_list)]
+    models = select(teachers + student_models(args.task, target), args.models)
     return [with_facts(m) for m in models]
+
+
+def shot_variants(teacher: EvalModel, counts: list[int]) -> list[EvalModel]:
+    """One teacher per worked-example count, named ``<teacher>-<k>shot`` unless ``k`` is how it is usually scored:
+    each teacher gets its best prompt, picked on validation."""
+    return [
+        teacher if k == teacher.num_fewshot else replace(teacher, name=f"{teacher.name}-{k}shot", num_fewshot=k)
+        for k in counts
+    ]
 
 
 def main(args: EvalArguments) -> dict:
@@ -243,7 +288,7 @@ def main(args: EvalArguments) -> dict:
     elif not Path(args.dataset_name).exists() and args.dataset_name.count("/") != 1:
         raise ArgumentError(f"--dataset_name {args.dataset_name}: no such folder, and not a Hub id (namespace/name)")
     location = args.dataset_name or target.location("dataset", dataset_repo_name(args.task))
-    check_test_split(location, args.task)
+    check_test_split(location, args.task, args.split)
     models = discover(args, target, location)
     if not models:
         raise UserError(
@@ -255,6 +300,7 @@ def main(args: EvalArguments) -> dict:
     log_dir.mkdir(parents=True, exist_ok=True)
     context = {
         "task": args.task,
+        "split": args.split,
         "batch_size": args.batch_size,
         "dataset_repo": args.dataset_name or target.repo_id(dataset_repo_name(args.task)),
         "dataset_revision": folder_revision(location)
@@ -273,6 +319,7 @@ def main(args: EvalArguments) -> dict:
                 model,
                 lm_eval_task,
                 location,
+                split=args.split,
                 limit=args.limit,
                 batch_size=args.batch_size,
                 latency_samples=args.latency_samples,
@@ -294,7 +341,8 @@ def main(args: EvalArguments) -> dict:
                     cached.write_text(json.dumps(asdict(result)))
             row = result_row(model, result, {**context, "variant": variant, "lm_eval_task": lm_eval_task})
             new_rows.append(row)
-            new_samples += [{"model": model.name, "variant": variant, **s} for s in result.samples]
+            if args.split == "test":  # the Space shows test answers side by side
+                new_samples += [{"model": model.name, "variant": variant, **s} for s in result.samples]
             score = "–" if result.accuracy is None else f"{100 * result.accuracy:.1f}%"
             if result.answer_nll is not None:
                 score = f"answer NLL {result.answer_nll:.3f} nats"
@@ -303,10 +351,11 @@ def main(args: EvalArguments) -> dict:
     old_rows, old_samples = load_board(target, args.task)
     rows = merge(old_rows, new_rows)
     samples = merge_samples(old_samples, new_samples)
+    test_rows, validation_rows = split_rows(rows, "test"), split_rows(rows, "validation")
     answers, plots = {}, {}
     for variant in args.variant_list:
-        answers[variant] = scaling_down_answer(rows, args.task, variant)
-        plots[variant] = plot_scaling_down(rows, args.task, log_dir / f"scaling_down_{variant}.png", variant)
+        answers[variant] = scaling_down_answer(test_rows, args.task, variant, validation_rows)
+        plots[variant] = plot_scaling_down(test_rows, args.task, log_dir / f"scaling_down_{variant}.png", variant)
     report = log_dir / "report.md"
     report.write_text(
         f"# Scaling down: {args.task}\n\n"
@@ -324,7 +373,7 @@ def main(args: EvalArguments) -> dict:
         print(f"pushed {target.location('dataset', board)} @ {commit[:10]}")
         for model in models:
             if model.role != "teacher":
-                mine = [r for r in rows if r["model"] == model.name]
+                mine = [r for r in test_rows if r["model"] == model.name]
                 update_model_card(target, model.name, mine, target.repo_id(board), target.url("dataset", board))
     for sentence in answers.values():
         print(f"\n{sentence}")

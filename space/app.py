@@ -153,7 +153,8 @@ class SpaceCallbacks:
         variant = variant or "cot"
         rows = self.board.rows(task)
         spec = scaling_spec(scaling_points(rows, variant), task, variant)
-        return PlotData(type="altair", plot=json.dumps(spec)), scaling_down_answer(rows, task, variant)
+        answer = scaling_down_answer(rows, task, variant, self.board.rows(task, "validation"))
+        return PlotData(type="altair", plot=json.dumps(spec)), answer
 
     # -- training curve ---------------------------------------------------------------------------------
     def students(self, task: str | None) -> list[tuple[str, str]]:

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from eval.leaderboard import load_board
+from eval.leaderboard import load_board, split_rows
 from scalingdown.hub import HubTarget, dataset_repo_name, leaderboard_repo_name
 
 LEADERBOARD_SUFFIX = leaderboard_repo_name("")
@@ -71,9 +71,10 @@ class BoardData:
     def tasks(self) -> list[str]:
         return board_tasks(self.target)
 
-    def rows(self, task: str) -> list[dict]:
-        """The ``default`` config of the task's leaderboard (empty when there is none yet)."""
-        return self._cached("dataset", leaderboard_repo_name(task), lambda: load_board(self.target, task)[0])
+    def rows(self, task: str, split: str = "test") -> list[dict]:
+        """The ``default`` config of the task's leaderboard, rows scored on ``split`` (empty when there is none)."""
+        rows = self._cached("dataset", leaderboard_repo_name(task), lambda: load_board(self.target, task)[0])
+        return split_rows(rows, split)
 
     def test_examples(self, task: str) -> list[dict]:
         """The test split of the task's rationale dataset repo: ``id, question, choices, answer``."""

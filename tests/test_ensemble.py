@@ -407,18 +407,18 @@ def test_the_report_compares_the_ensemble_with_the_same_size_student_and_the_tea
     ]
     (sentence,) = ensemble_comparison(rows)
     assert sentence in scaling_down_answer(rows, "synthetic_gsm")
-    # 14.6M is closest to 12.6M (log scale); 6 and 4 points are both beyond sqrt(2) x 2 points of noise
+    # 14.6M is closest to 12.6M (log scale); 6 points is beyond 2 x sqrt(2) x 2 points of noise, 4 is not
     assert comparisons(sentence) == [
-        ("synthetic_gsm-kd-3M", 6.0, "more than one combined standard error"),
-        ("teacher", -4.0, "more than one combined standard error"),
+        ("synthetic_gsm-kd-3M", 6.0, "more than two combined standard errors (2.1)"),
+        ("teacher", -4.0, "within two combined standard errors (1.4)"),
     ]
     assert "Ensemble of 2 students" in sentence and "26.0%" in sentence
 
     noisy = [{**r, "stderr": 0.07} if r["role"] == "ensemble" else r for r in rows]
     (sentence,) = ensemble_comparison(noisy)
     assert [verdict for _, _, verdict in comparisons(sentence)] == [
-        "within one combined standard error, so not yet a clear win",  # +6 < sqrt(7^2 + 2^2)
-        "within one combined standard error",
+        "within two combined standard errors (0.8), so not a clear win",  # +6 < 2 sqrt(7^2 + 2^2)
+        "within two combined standard errors (0.5)",
     ]
 
     bigger = [{**r, "params_total": 19_000_000} if r["role"] == "ensemble" else r for r in rows]
@@ -428,7 +428,7 @@ def test_the_report_compares_the_ensemble_with_the_same_size_student_and_the_tea
     # a same-size student that never wrote a parseable answer is still the comparison, at its measured 0%
     rows[2].update(status="failed", accuracy=0.0, error="no parseable final answer in 50 responses")
     (sentence,) = ensemble_comparison(rows)
-    assert comparisons(sentence)[0] == ("synthetic_gsm-kd-3M", 26.0, "more than one combined standard error")
+    assert comparisons(sentence)[0] == ("synthetic_gsm-kd-3M", 26.0, "more than two combined standard errors (9.2)")
     assert "no parseable answer" in sentence.split("; ")[1]
     assert ensemble_comparison([r for r in rows if r["role"] != "ensemble"]) == []
 

@@ -52,18 +52,37 @@ def test_answer_names_the_smallest_student_that_beats_the_best_teacher():
         row("student-crashed", "student", None, params=500_000, status="failed"),
     ]
     answer = scaling_down_answer(rows, "synthetic_gsm")
-    assert "student-8M (8.0M params)" in answer and "teacher-big" in answer and "+3.0 points" in answer
-    assert "within one combined standard error" in answer  # 3 points < sqrt(0.05^2 + 0.02^2)
+    # student-8M is 3 points ahead, within two combined standard errors (sqrt(0.05^2 + 0.02^2)): not a win
+    assert "is student-60M (60.0M params, 22% of the teacher's parameters)" in answer
+    assert "teacher-big (270.0M params, the best on test: no validation scores)" in answer
+    assert "+15.0 points, more than two combined standard errors (5.3)" in answer
     rows[3]["stderr"] = 0.001
     rows[0]["stderr"] = 0.001
-    assert "more than one combined standard error" in scaling_down_answer(rows, "synthetic_gsm")
+    answer = scaling_down_answer(rows, "synthetic_gsm")
+    assert "is student-8M (8.0M params, 3% of" in answer and "+3.0 points, more than two" in answer
+
+
+def test_the_best_teacher_is_picked_on_validation_and_compared_on_test():
+    test = [
+        row("teacher-a", "teacher", 0.30, params=135_000_000),
+        row("teacher-a-3shot", "teacher", 0.20, params=135_000_000),
+        row("student-8M", "student", 0.27, stderr=0.01, params=8_000_000),
+    ]
+    validation = [{**r, "split": "validation"} for r in test]
+    validation[0]["accuracy"], validation[1]["accuracy"] = 0.10, 0.25  # 3 shots win on validation
+    answer = scaling_down_answer(test, "synthetic_gsm", "cot", validation)
+    assert "teacher-a-3shot (135.0M params, best on validation of 2 teacher variants) at 20.0%" in answer
+    assert "is student-8M" in answer and "+7.0 points" in answer
+    # on test alone, the other variant would have been the one to beat
+    assert "no student beats the best teacher" in scaling_down_answer(test, "synthetic_gsm")
 
 
 def test_answer_says_when_no_student_beats_a_teacher_yet():
     rows = [row("teacher", "teacher", 0.40, params=135_000_000), row("student-8M", "student", 0.10)]
     answer = scaling_down_answer(rows, "synthetic_gsm")
-    assert answer.startswith("synthetic_gsm: no student beats the best teacher yet")
-    assert "30.0 points behind" in answer
+    assert answer.startswith("synthetic_gsm: no student beats the best teacher by more than two combined standard")
+    assert "-30.0 points, within two combined standard errors" not in answer
+    assert "-30.0 points, more than two combined standard errors (10.6)" in answer
     assert "no teacher was scored" in scaling_down_answer([rows[1]], "synthetic_gsm")
 
 

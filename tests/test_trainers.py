@@ -176,6 +176,21 @@ def test_label_method_trains_on_every_example_with_only_the_final_answer_sentenc
     assert len(load_training_rows(ScriptArguments(method="label", max_train_rows=3), location)[0]) == 3
 
 
+def test_gold_method_learns_the_datasets_own_solutions_and_suffix_names_the_repo(hub_env, tmp_path):
+    location = str(hub_env / "datasets" / "testorg" / "synthetic_gsm-rationales")
+    examples = {row["messages"][0]["content"]: row for row in load_dataset(location, "examples", split="train")}
+    rows, teachers, tagged = load_training_rows(ScriptArguments(method="gold"), location)
+    assert len(rows) == 10 and teachers == ["gold"] and not tagged
+    for row in rows:
+        user, assistant = row["messages"]
+        gold = examples[user["content"]]
+        assert assistant["content"] == f"{gold['gold_rationale'].strip()} The answer is {gold['answer']}."
+    run = build_run(*train_configs(tmp_path, method="gold", suffix="ceiling"))
+    assert run.repo == "synthetic_gsm-gold-1M-ceiling"
+    with pytest.raises(ValueError, match="--suffix"):
+        ScriptArguments(suffix="../x")
+
+
 def test_label_method_on_a_repo_without_the_examples_config_falls_back_and_warns(hub_env, tmp_path, caplog):
     """Repos pushed before the `examples` config: one row per explained example, and a pointer to the fix."""
     location = hub_env / "datasets" / "testorg" / "synthetic_gsm-rationales"

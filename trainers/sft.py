@@ -16,6 +16,7 @@ transformers model, its tokenizer and chat template, its TensorBoard logs, a los
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ METHODS = {
     "sft": "rationale distillation: the student learns each teacher's explanation and its final answer",
     "label": "answer-only baseline: the student learns only the closing sentence 'The answer is X.'",
     "kd": "logit distillation: alpha * KD(teacher top-k || student) + (1 - alpha) * NLL on the rationale tokens",
+    "gold": "reference ceiling: the student learns the dataset's own gold solutions (no teacher involved)",
 }
 EXAMPLES_CONFIG = "examples"  # every training example of a dataset repo, rationale or not (push_data.repo_configs)
 
@@ -88,6 +90,10 @@ class ScriptArguments:
         default=False, metadata={"help": "Drop rows whose rationale's own answer disagrees with the gold one."}
     )
     max_train_rows: int = field(default=0, metadata={"help": "Use at most this many training rows; 0 = all."})
+    suffix: str | None = field(
+        default=None,
+        metadata={"help": "Appended to the repo name ({task}-{method}-{size}-{suffix}): keeps variants apart."},
+    )
     push: bool = field(default=True, metadata={"help": "Push the trained model to the Hub target."})
     recipe: str | None = field(default=None, metadata={"help": "Recorded in the card (set by --config)."})
 
@@ -96,6 +102,8 @@ class ScriptArguments:
         get_task(self.task)
         get_size(self.size)  # fail at parse time with the list of sizes
         check_count(self.max_train_rows, "--max_train_rows", "training rows", zero="all")
+        if self.suffix is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.suffix):
+            raise ArgumentError(f"--suffix {self.suffix!r}: use letters, digits, '.', '_' and '-'")
 
 
 # -- data ---------------------------------------------------------------------------------------------
@@ -104,6 +112,19 @@ class ScriptArguments:
 def teacher_instruction(teacher: str) -> str:
     """The system turn that names a teacher in multi-teacher training (TinyLLM multi-task)."""
     return f"Explain like {teacher}."
+
+
+def gold_rows(location: str) -> Dataset:
+    """What the ``gold`` reference learns: every training example with a gold solution, from the ``examples`` config."""
+    if EXAMPLES_CONFIG in get_dataset_config_names(location):
+        rows = load_dataset(location, EXAMPLES_CONFIG, split="train")
+        rows = rows.filter(lambda row: bool((row.get("gold_rationale") or "").strip()))
+        if len(rows):
+            return rows
+    raise ArgumentError(
+        f"--method gold: {location} has no training example with a gold solution (synthetic_gsm and gsm8k have "
+        "them); re-run `make push-data` if it predates the examples config"
+    )
 
 
 def label_rows(location: str, rationale_rows: Dataset, script_args: ScriptArguments) -> Dataset:
@@ -143,12 +164,16 @@ def load_training_rows(script_args: ScriptArguments, location: str) -> tuple[Dat
     teachers = sorted(set(rows["teacher"]))
     if script_args.method == "label":
         rows = label_rows(location, rows, script_args)
+    elif script_args.method == "gold":
+        rows, teachers = gold_rows(location), ["gold"]
     tagged = script_args.method == "sft" and script_args.teacher_tags and len(teachers) > 1
 
     def to_messages(row: dict) -> dict:
         user = row["messages"][0]
         if script_args.method == "label":
             response = format_final_answer(row["answer"])
+        elif script_args.method == "gold":
+            response = f"{row['gold_rationale'].strip()} {format_final_answer(row['answer'])}"
         else:
             response = row["messages"][1]["content"]
         system = [{"role": "system", "content": teacher_instruction(row["teacher"])}] if tagged else []
@@ -267,6 +292,8 @@ def build_run(
     size = get_size(script_args.size)
     target = HubTarget.from_env()
     repo = model_repo_name(script_args.task, script_args.method, size.name, bool(model_args.use_peft))
+    if script_args.suffix:
+        repo = f"{repo}-{script_args.suffix}"
     made_by = f"run `make push-data TASK={script_args.task}` first"
     inputs = pin_inputs(script_args.dataset_name, dataset_repo_name(script_args.task), size, target, made_by)
     if script_args.method == "kd":
