@@ -28,6 +28,7 @@ from datasets_builders.tasks import load_examples
 from datasets_builders.teacher_base import GenerationSettings, TeacherPrompt
 from datasets_builders.teachers import TransformersTeacher, load_teacher
 from trainers.cost import device_name, measure_peak_flops
+from trainers.sizes import save_tiny_llama
 
 PREVIOUS = GenerationSettings(batch_size=16)  # push-data before: transformers float32, 16 prompts per call
 
@@ -54,27 +55,8 @@ class TimedPath:
 
 
 def smoke_teacher(tokenizer_source: str) -> str:
-    """A tiny random Llama built from a config, with ``tokenizer_source``'s tokenizer, saved to a temporary folder."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=True,
-        initializer_range=0.2,
-    )
-    folder = tempfile.mkdtemp(prefix="bench-generation-")
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    """A tiny random Llama with ``tokenizer_source``'s tokenizer, in a temporary folder."""
+    return str(save_tiny_llama(tokenizer_source, tempfile.mkdtemp(prefix="bench-generation-")))
 
 
 def main() -> None:

@@ -114,7 +114,9 @@ class PushDataArguments:
     consistency: str = field(
         default="drop", metadata={"help": "drop: remove rationales whose answer disagrees with gold; flag: keep."}
     )
-    shard_size: int = field(default=32, metadata={"help": "Generations per shard written while generating."})
+    shard_size: int = field(
+        default=128, metadata={"help": "Generations per shard, each one generate() call: at least --batch_size."}
+    )
     min_steps: int | None = field(default=None, metadata={"help": "synthetic_gsm: fewest steps per problem."})
     max_steps: int | None = field(default=None, metadata={"help": "synthetic_gsm: most steps per problem."})
     min_value: int | None = field(default=None, metadata={"help": "synthetic_gsm: smallest stated number."})

@@ -21,7 +21,7 @@ from scalingdown.schema import Example
 
 TASK = "synthetic_gsm"
 OPERATIONS = ("add", "sub", "mul", "div", "pct")
-DEFAULT_SPLIT_SIZES: dict[str, int] = {"train": 2000, "validation": 300, "test": 300}
+DEFAULT_SPLIT_SIZES: dict[str, int] = {"train": 20000, "validation": 1000, "test": 1000}
 # Ten buckets of sha256(question); disjoint per split, so the same question can never be in two splits.
 _SPLIT_BUCKETS: dict[str, frozenset[int]] = {
     "test": frozenset({0}),

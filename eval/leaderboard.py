@@ -200,10 +200,11 @@ def push_board(
 RESULTS_HEADING = "## Results"
 
 
-def results_section(rows: list[dict], leaderboard: str) -> str:
+def results_section(rows: list[dict], leaderboard: str, verdict: str | None = None) -> str:
     lines = [
         RESULTS_HEADING,
         "",
+        *([verdict, ""] if verdict else []),
         f"Scored by `make eval` (lm-evaluation-harness); the full board is `{leaderboard}`.",
         "",
     ]
@@ -212,9 +213,10 @@ def results_section(rows: list[dict], leaderboard: str) -> str:
 
 
 def update_model_card(
-    target: HubTarget, repo: str, rows: list[dict], leaderboard_repo: str, board_url: str
+    target: HubTarget, repo: str, rows: list[dict], leaderboard_repo: str, board_url: str, verdict: str | None = None
 ) -> str | None:
-    """Put this model's rows into its card: ``model-index`` results and a filled results section."""
+    """Put this model's rows into its card: ``model-index`` results and a filled results section, which opens with
+    ``verdict`` (whether it beats the best teacher) when given."""
     folder = target.local_folder("model", repo)
     readme = Path(folder) / "README.md"
     if not readme.is_file():
@@ -242,7 +244,7 @@ def update_model_card(
     if card.data.eval_results and not card.data.model_name:
         card.data.model_name = target.repo_id(repo)
     text = str(card)
-    section = results_section(rows, leaderboard_repo)
+    section = results_section(rows, leaderboard_repo, verdict)
     pattern = re.compile(rf"^{re.escape(RESULTS_HEADING)}\n.*?(?=^## |\Z)", re.S | re.M)
     text = pattern.sub(lambda _: section + "\n", text, count=1) if pattern.search(text) else f"{text}\n{section}"
     with tempfile.TemporaryDirectory() as scratch:

@@ -201,6 +201,25 @@ def best_teacher(rows: list[dict], validation_rows: list[dict] = ()) -> tuple[di
     return max(teachers, key=lambda r: r["accuracy"]), "the best on test: no validation scores"
 
 
+def card_verdict(student: str, rows: list[dict], validation_rows: list[dict] = (), variant: str = "cot") -> str | None:
+    """For a student's card: the sentence saying it beats the best teacher (by more than two combined standard
+    errors, with the margin), or None when it does not."""
+    scored = scored_rows(rows, variant)
+    teachers = [r for r in scored if r["role"] == "teacher"]
+    mine = next((r for r in scored if r["model"] == student), None)
+    if not teachers or mine is None:
+        return None
+    best, picked = best_teacher(teachers, [r for r in validation_rows if r["role"] == "teacher"])
+    if not clear_win(mine, best):
+        return None
+    margin = mine["accuracy"] - best["accuracy"]
+    return (
+        f"**This student beats the best teacher**, {best['model']} ({params_label(best)}, {picked}): {_pct(mine)} vs "
+        f"{_pct(best)} on {mine.get('n') or 'the'} test questions, +{100 * margin:.1f} points, "
+        f"{_against_noise(margin, mine, best)}."
+    )
+
+
 def teacher_answer(rows: list[dict], task: str, variant: str = "cot", validation_rows: list[dict] = ()) -> str:
     """The smallest student that beats the best teacher by more than two combined standard errors, or how close
     the best student comes. ``validation_rows`` pick the best teacher (``best_teacher``)."""

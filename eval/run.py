@@ -44,7 +44,7 @@ from eval.leaderboard import (
 from eval.measure import TASKS_DIR, MeasureRequest, MeasureResult
 from eval.models import EvalModel, select, student_models, teacher_models, with_facts
 from eval.plots import plot_scaling_down
-from eval.report import scaling_down_answer
+from eval.report import card_verdict, scaling_down_answer
 from scalingdown.arguments import ArgumentError, check_choice, check_count, parse_recipe
 from scalingdown.cache import PROJECT_ROOT, cache_dir
 from scalingdown.errors import UserError, run_cli
@@ -374,7 +374,10 @@ def main(args: EvalArguments) -> dict:
         for model in models:
             if model.role != "teacher":
                 mine = [r for r in test_rows if r["model"] == model.name]
-                update_model_card(target, model.name, mine, target.repo_id(board), target.url("dataset", board))
+                verdict = card_verdict(model.name, test_rows, validation_rows)
+                update_model_card(
+                    target, model.name, mine, target.repo_id(board), target.url("dataset", board), verdict
+                )
     for sentence in answers.values():
         print(f"\n{sentence}")
     print(f"\nreport: {report} (plot beside it)")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import fnmatch
 import json
 import math
 import os
@@ -243,6 +244,9 @@ def main(argv: list[str] | None = None) -> Path | None:
     parser.add_argument(
         "--only", default=None, help="Comma-separated parts to run: data, train, eval, report (default: all)."
     )
+    parser.add_argument(
+        "--steps", default=None, help="Comma-separated globs of step names to run ('train sft *'; default: all)."
+    )
     args = parser.parse_args(argv)
     study = load_study(args.config)
     parts = set((args.only or "data,train,eval,report").split(","))
@@ -251,6 +255,9 @@ def main(argv: list[str] | None = None) -> Path | None:
     folder = Path("outputs") / "study" / study["name"]
     folder.mkdir(parents=True, exist_ok=True)
     before = [data_step(study)] * ("data" in parts) + train_steps(study) * ("train" in parts)
+    if args.steps:
+        wanted = [glob.strip() for glob in args.steps.split(",") if glob.strip()]
+        before = [step for step in before if any(fnmatch.fnmatch(step.name, glob) for glob in wanted)]
     if args.dry_run:
         for step in [*before, eval_step(study, "validation"), eval_step(study, "test", "<best teacher variants>")]:
             print(step.command())

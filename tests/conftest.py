@@ -58,28 +58,9 @@ def smol_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_teacher_dir(tmp_path_factory, smol_dir) -> Path:
     """A tiny random Llama with SmolLM2's tokenizer and chat template: real generation, in milliseconds."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from trainers.sizes import save_tiny_llama
 
-    folder = tmp_path_factory.mktemp("models") / "tiny-llama"
-    tokenizer = AutoTokenizer.from_pretrained(smol_dir)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=True,
-        initializer_range=0.2,  # at the default 0.02 greedy decoding of a random model emits only newlines
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_llama(str(smol_dir), tmp_path_factory.mktemp("models") / "tiny-llama")
 
 
 def tiny_build_args(work_dir, teacher, **overrides):

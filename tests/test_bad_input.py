@@ -137,7 +137,7 @@ CASES = [
     # push-data: numbers, names, choices, paths
     ("push-data", ["--limit", "-5"], {}, r"LIMIT=-5 \(--limit\): must be a positive number of training"),
     ("push-data", ["--test_limit", "-5"], {}, r"TEST_LIMIT=-5"),
-    ("push-data", ["--test_limit", "100000"], {}, r"TEST_LIMIT=100000.*only 300 usable"),
+    ("push-data", ["--test_limit", "100000"], {}, r"TEST_LIMIT=100000.*only 1000 usable"),
     ("push-data", ["--consistency", "nonsense"], {}, r"CONSISTENCY='nonsense'.*drop, flag"),
     ("push-data", ["--mode", "nonsense"], {}, r"MODE='nonsense'.*teacher_forced"),
     ("push-data", ["--batch_size", "0"], {}, r"BATCH_SIZE=0"),

@@ -192,7 +192,7 @@ def test_the_corpus_repo_loads_and_its_card_reports_sources_filters_and_overlap(
     assert f"**{len(rows)} documents**" in card
     assert "| `task:synthetic_gsm` | 30 | 30 | - |" in card
     assert "| near_duplicate | yes (threshold 0.8) |" in card and "MinHash LSH (datasketch)" in card
-    assert "| arc_easy | 500 |" in card and "| synthetic_gsm | 300 |" in card  # both test splits were checked
+    assert "| arc_easy | 500 |" in card and "| synthetic_gsm | 1000 |" in card  # both test splits were checked
     build = json.loads((hub_dir / "datasets" / "testorg" / "pretrain-corpus" / "scalingdown_build.json").read_text())
     assert [d["task"] for d in build["decontamination"]] == ["synthetic_gsm", "arc_easy"]
 

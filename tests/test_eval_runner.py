@@ -15,7 +15,7 @@ from eval.leaderboard import merge
 from eval.measure import MeasureResult, mark_unparseable
 from eval.models import parameter_counts, weights_key
 from eval.plots import plot_scaling_down
-from eval.report import scaling_down_answer
+from eval.report import card_verdict, scaling_down_answer
 from eval.run import EvalArguments
 from eval.run import main as run_eval
 from scalingdown.errors import UserError
@@ -75,6 +75,19 @@ def test_the_best_teacher_is_picked_on_validation_and_compared_on_test():
     assert "is student-8M" in answer and "+7.0 points" in answer
     # on test alone, the other variant would have been the one to beat
     assert "no student beats the best teacher" in scaling_down_answer(test, "synthetic_gsm")
+
+
+def test_a_students_card_says_it_beats_the_best_teacher_only_when_it_clearly_does():
+    rows = [
+        row("teacher", "teacher", 0.20, params=135_000_000),
+        {**row("student-3M", "student", 0.35, params=12_000_000), "n": 400},
+        row("student-1M", "student", 0.23, params=7_000_000),  # ahead by 1.1 combined standard errors
+    ]
+    verdict = card_verdict("student-3M", rows)
+    assert verdict.startswith("**This student beats the best teacher**, teacher (135.0M params")
+    assert "35.0% ± 2.0 vs 20.0% ± 2.0 on 400 test questions, +15.0 points, more than two" in verdict
+    assert card_verdict("student-1M", rows) is None
+    assert card_verdict("teacher", rows) is None and card_verdict("missing", rows) is None
 
 
 def test_answer_says_when_no_student_beats_a_teacher_yet():

@@ -86,7 +86,8 @@ def test_a_tiny_study_runs_end_to_end_and_resumes(tmp_path, hub_dir, tiny_teache
                 "train": {
                     "max_steps": 2,
                     "per_device_train_batch_size": 4,
-                    "save_strategy": "no",
+                    "save_strategy": "steps",
+                    "save_steps": 2,
                     "report_to": "none",
                     "runs": [{"config": str(REPO / "recipes/train/sft.yaml"), "suffix": "one", "sizes": ["1M"]}],
                 },
@@ -119,8 +120,8 @@ def test_a_tiny_study_runs_end_to_end_and_resumes(tmp_path, hub_dir, tiny_teache
     timings = json.loads((report.parent / "timings.json").read_text())
     assert [t["step"] for t in timings] == ["data", "train sft-one 1M", "eval validation", "eval test"]
 
-    # a second run rebuilds nothing: the data and the student are reused, and eval answers from its cache
+    # a second run rebuilds nothing: the teacher's generations and the student's last checkpoint are reused
     main(["--config", str(recipe)])
     logs = report.parent / "logs"
-    assert "already written" in (logs / "data.log").read_text()
-    assert "cached" in (logs / "eval_test.log").read_text()
+    assert "all 8 generations already written" in (logs / "data.log").read_text()
+    assert "nothing to train" in (logs / "train_sft-one_1M.log").read_text()
