@@ -40,6 +40,49 @@ def convert(source: str, name: str, quantization: str) -> Path:
     return target
 
 
+def load_generator(source: str, name: str, int8: bool = False, device: str = "cpu"):
+    """A CTranslate2 generator for a transformers model folder: int8 weights, or float32 (bfloat16 on a GPU)."""
+    import ctranslate2
+
+    compute_type = "int8" if int8 else ("float32" if device == "cpu" else "bfloat16")
+    folder = convert(source, name, "int8" if int8 else "float32")
+    threads = int(os.environ.get("OMP_NUM_THREADS") or torch.get_num_threads())
+    return ctranslate2.Generator(str(folder), device=device, compute_type=compute_type, intra_threads=threads)
+
+
+def generate_ids(generator, tokenizer, prompts: list[list[int]], settings: GenerationSettings) -> list[list[int]]:
+    """One CTranslate2 ``generate_batch`` over tokenized prompts: each row's new token ids, ending at an end token or
+    at the first stop string (CTranslate2 itself stops only at end tokens, so a callback watches the text)."""
+    import ctranslate2
+
+    stop_ids = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
+    rows: list[list[int]] = [[] for _ in prompts]
+
+    def stop_early(step) -> bool:
+        rows[step.batch_id].append(step.token_id)
+        if not settings.stop:
+            return False
+        text = tokenizer.decode(rows[step.batch_id])
+        return any(stop in text for stop in settings.stop)
+
+    if settings.do_sample:
+        ctranslate2.set_random_seed(settings.seed)
+    sampling = (
+        dict(sampling_topk=0, sampling_topp=settings.top_p, sampling_temperature=settings.temperature)
+        if settings.do_sample
+        else dict(sampling_topk=1)
+    )
+    generator.generate_batch(
+        [tokenizer.convert_ids_to_tokens(row) for row in prompts],
+        max_length=settings.max_new_tokens,
+        include_prompt_in_result=False,
+        end_token=sorted(stop_ids),
+        callback=stop_early,  # also collects each row's tokens
+        **sampling,
+    )
+    return rows
+
+
 class CTranslate2Teacher(Teacher):
     """A transformers teacher folder run by CTranslate2 (int8 or float32 weights)."""
 
@@ -51,7 +94,7 @@ class CTranslate2Teacher(Teacher):
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = AutoTokenizer.from_pretrained(source)
         self.uses_chat = self.tokenizer.chat_template is not None
-        self._generators: dict[str, object] = {}
+        self._generators: dict[bool, object] = {}
 
     def describe(self) -> dict[str, str]:
         import ctranslate2
@@ -68,16 +111,9 @@ class CTranslate2Teacher(Teacher):
         }
 
     def generator(self, int8: bool):
-        import ctranslate2
-
-        compute_type = "int8" if int8 else ("float32" if self.device == "cpu" else "bfloat16")
-        if compute_type not in self._generators:
-            folder = convert(self.source, self.name, "int8" if int8 else "float32")
-            threads = int(os.environ.get("OMP_NUM_THREADS") or torch.get_num_threads())
-            self._generators[compute_type] = ctranslate2.Generator(
-                str(folder), device=self.device, compute_type=compute_type, intra_threads=threads
-            )
-        return self._generators[compute_type]
+        if int8 not in self._generators:
+            self._generators[int8] = load_generator(self.source, self.name, int8, self.device)
+        return self._generators[int8]
 
     def render(self, prompt: TeacherPrompt) -> str:
         if self.uses_chat:
@@ -85,43 +121,15 @@ class CTranslate2Teacher(Teacher):
         return prompt.text
 
     def generate(self, prompts: list[TeacherPrompt], settings: GenerationSettings) -> list[Generation]:
-        import ctranslate2
-
         # Chat templates already contain the special tokens; plain prompts get the tokenizer's BOS.
         ids = [self.tokenizer(self.render(p), add_special_tokens=not self.uses_chat)["input_ids"] for p in prompts]
-        tokens = [self.tokenizer.convert_ids_to_tokens(row) for row in ids]
         stop_ids = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id} - {None}
-        if settings.do_sample:
-            ctranslate2.set_random_seed(settings.seed)
-        sampling = (
-            dict(sampling_topk=0, sampling_topp=settings.top_p, sampling_temperature=settings.temperature)
-            if settings.do_sample
-            else dict(sampling_topk=1)
-        )
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # similar lengths share a batch
         results: list[tuple[int, Generation]] = []
-        order = sorted(range(len(tokens)), key=lambda i: -len(tokens[i]))  # similar lengths share a batch
         for start in range(0, len(order), settings.batch_size):
             batch = order[start : start + settings.batch_size]
-            rows: list[list[int]] = [[] for _ in batch]
-
-            def stop_early(step, rows=rows) -> bool:
-                """Stop a row once its text holds a stop string (CTranslate2 itself stops only at end tokens)."""
-                rows[step.batch_id].append(step.token_id)
-                if not settings.stop:
-                    return False
-                text = self.tokenizer.decode(rows[step.batch_id])
-                return any(stop in text for stop in settings.stop)
-
-            self.generator(settings.int8).generate_batch(
-                [tokens[i] for i in batch],
-                max_length=settings.max_new_tokens,
-                include_prompt_in_result=False,
-                end_token=sorted(stop_ids),
-                callback=stop_early,  # also collects each row's tokens
-                **sampling,
-            )
-            for index, row in zip(batch, rows, strict=True):
-                results.append((index, self._decode(row, stop_ids, settings)))
+            rows = generate_ids(self.generator(settings.int8), self.tokenizer, [ids[i] for i in batch], settings)
+            results += [(i, self._decode(row, stop_ids, settings)) for i, row in zip(batch, rows, strict=True)]
         return [generation for _, generation in sorted(results, key=lambda pair: pair[0])]
 
     def _decode(self, ids: list[int], stop_ids: set[int], settings: GenerationSettings) -> Generation:

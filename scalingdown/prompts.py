@@ -21,10 +21,10 @@ ANSWER_INSTRUCTIONS = {
 # Where an answer ends, for teachers, lm-eval (eval/tasks/_cot_template_yaml's ``until``) and the Space alike:
 # the end of a chat turn, the end of a few-shot shot, and the instruction's tail (a base model that writes the
 # next question anyway is cut before its 'The answer is', so the last final answer is still its own).
-STOP_STRINGS = ("<|im_end|>", "\n\n\n", ", then finish with 'The answer is")
-# Teachers also get the few-shot 'Question:' prompt of datasets_builders/rationales.py: a base teacher that starts
-# the next question has finished its explanation.
-TEACHER_FEW_SHOT_STOP_STRINGS = ("\nQuestion:", "\n\nQuestion")
+# A model that starts the next question ('\nQuestion:') has finished its answer: a base model without shots does.
+STOP_STRINGS = ("<|im_end|>", "\n\n\n", ", then finish with 'The answer is", "\nQuestion:")
+# Teachers also get the few-shot 'Question:' prompt of datasets_builders/rationales.py.
+TEACHER_FEW_SHOT_STOP_STRINGS = ("\n\nQuestion",)
 TEACHER_STOP_STRINGS = STOP_STRINGS + TEACHER_FEW_SHOT_STOP_STRINGS
 
 

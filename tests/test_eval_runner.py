@@ -268,3 +268,29 @@ def test_the_nll_variant_scores_the_gold_answer_lower_once_a_student_is_trained_
     (entry,) = card.data.eval_results
     assert entry.metric_type == "answer_nll" and entry.metric_value == round(trained["answer_nll"], 4)
     assert f"NLL {trained['answer_nll']:.2f}" in card.text
+
+
+def test_ctranslate2_eval_backend_answers_exactly_as_transformers(tmp_path, hub_dir, tiny_teacher_dir):
+    """Teachers can be scored through CTranslate2 (float32): the same responses and token counts as lm-eval's own
+    transformers generation, on the same requests."""
+    from eval.measure import MeasureRequest, measure
+
+    location = push_data(tiny_build_args(tmp_path, tiny_teacher_dir))
+    results = {
+        backend: measure(
+            MeasureRequest(
+                model_path=str(tiny_teacher_dir),
+                lm_eval_task="scalingdown_synthetic_gsm",
+                dataset_path=location,
+                limit=4,
+                batch_size=4,
+                latency_samples=0,
+                max_gen_toks=12,
+                backend=backend,
+            )
+        )
+        for backend in ("transformers", "ctranslate2")
+    }
+    reference, fast = results["transformers"], results["ctranslate2"]
+    assert [s["response"] for s in fast.samples] == [s["response"] for s in reference.samples]
+    assert fast.n == 4 and fast.generated_tokens == reference.generated_tokens > 0
