@@ -191,13 +191,14 @@ def measure_request(
     )
 
 
-def run_measure(request: MeasureRequest, log_dir: Path) -> MeasureResult:
-    """``eval.measure`` in a fresh process: its own peak memory, and a crash becomes a failed result."""
+def run_measure(request: MeasureRequest, log_dir: Path, name: str | None = None) -> MeasureResult:
+    """``eval.measure`` in a fresh process: its own peak memory, and a crash becomes a failed result. The log is
+    ``<name>-<task>.log`` (``name``: the model's, so teacher variants of one folder keep their own logs)."""
     with tempfile.TemporaryDirectory() as scratch:
         request_file, output_file = Path(scratch) / "request.json", Path(scratch) / "result.json"
         request_file.write_text(json.dumps(asdict(request)))
         command = [sys.executable, "-m", "eval.measure", "--request", str(request_file), "--output", str(output_file)]
-        log_file = log_dir / f"{Path(request.model_path).name}-{request.lm_eval_task}.log"
+        log_file = log_dir / f"{name or Path(request.model_path).name}-{request.split}-{request.lm_eval_task}.log"
         # Same working directory as this process, so relative model and dataset paths (the default ./hub) mean
         # the same there; this checkout first on the path, so `-m eval.measure` is this checkout's from any folder.
         python_path = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
@@ -347,7 +348,7 @@ def main(args: EvalArguments) -> dict:
                 print(f"{model.name} [{variant}]: cached ({cached.name})")
             else:
                 print(f"{model.name} [{variant}]: scoring {args.limit or 'all'} questions ...", flush=True)
-                result = run_measure(request, log_dir)
+                result = run_measure(request, log_dir, model.name)
                 if result.status == "ok":
                     cached.write_text(json.dumps(asdict(result)))
             row = result_row(model, result, {**context, "variant": variant, "lm_eval_task": lm_eval_task})
