@@ -4,8 +4,8 @@
     python bench/bench_generation.py --smoke --teacher path/to/tokenizer-folder   # seconds: the suite runs it
 
 Same teacher, same teacher-forced synthetic_gsm prompts, greedy. The previous path is transformers float32 at
-batch 16; the levers are timed on their own too (transformers at the new batch size, CTranslate2 in float32) and
-the current path is push-data's defaults (``PushDataArguments``: CTranslate2, int8 weights). Paths run
+batch 16; the levers are timed on their own too (transformers at the new batch size, CTranslate2 int8) and
+the current path is push-data's defaults (``PushDataArguments``: CTranslate2, float32). Paths run
 interleaved, one chunk of prompts at a time, so machine load hits each alike.
 Prints tokens/s per path, the share of outputs identical to the previous path's, the fraction of the FLOP limit
 (2 x parameters FLOPs per generated token against this run's matmul probe) and, last, the speed-up.
@@ -77,19 +77,17 @@ def main() -> None:
     prompts = [build_prompt(r["question"], r["choices"], r["answer"], "numeric", "teacher_forced") for r in examples]
 
     batch = current.batch_size
-    fp32 = replace(current, int8=False)
-    paths = [
-        TimedPath("previous: transformers float32, batch 16", load_teacher(spec), previous),
-        TimedPath(
-            f"transformers float32, batch {batch}", load_teacher(spec), replace(fp32, backend="transformers"), []
-        ),
-        TimedPath(f"ctranslate2 float32, batch {batch}", load_teacher(spec, backend="ctranslate2"), fp32),
-        TimedPath(
-            f"push-data: {current.backend} int8={current.int8}, batch {batch}",
-            load_teacher(spec, backend=current.backend),
-            current,
-        ),
+    levers = [
+        ("transformers float32", replace(current, backend="transformers", int8=False)),
+        ("ctranslate2 float32", replace(current, backend="ctranslate2", int8=False)),
+        ("ctranslate2 int8", replace(current, backend="ctranslate2", int8=True)),
     ]
+    paths = [TimedPath("previous: transformers float32, batch 16", load_teacher(spec), previous)]
+    for name, settings in levers:
+        default = (settings.backend, settings.int8) == (current.backend, current.int8)
+        label = f"{'push-data: ' if default else ''}{name}, batch {batch}"
+        paths.append(TimedPath(label, load_teacher(spec, backend=settings.backend), settings))
+    paths.sort(key=lambda path: path.name.startswith("push-data"))  # push-data's own path last
     params = sum(p.numel() for p in paths[0].teacher.model.parameters())
     for path in paths:  # warm-up (and the one-off CTranslate2 conversions)
         path.teacher.generate(prompts[:2], replace(path.settings, max_new_tokens=2))

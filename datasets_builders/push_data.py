@@ -98,7 +98,8 @@ class PushDataArguments:
         metadata={"help": "Local teachers' inference library: ctranslate2 (fast on CPU) or transformers."},
     )
     int8: bool = field(
-        default=True, metadata={"help": "ctranslate2: int8 weights (faster; outputs may differ from float32's)."}
+        default=False,
+        metadata={"help": "ctranslate2: int8 weights (faster; on SmolLM2 they triple the repetitive rationales)."},
     )
     num_samples: int = field(default=1, metadata={"help": "Rationales sampled per (example, teacher)."})
     temperature: float | None = field(
