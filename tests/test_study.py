@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_makefile import parse_with_module
+from test_makefile import parse_with_module, plain
 
 from eval.leaderboard import load_board
 from scalingdown.errors import UserError
@@ -29,8 +29,8 @@ def test_every_study_step_is_a_command_its_module_parses(recipe, monkeypatch):
         assert values["task"] == study["task"], step.command()
         for key, value in step.flags.items():
             if key not in ("config", "sizes") and value is not None:
-                parsed = values[key]
-                assert str(parsed).lower() == str(value).lower() or parsed == value, (step.name, key, parsed)
+                parsed = plain(values[key])
+                assert parsed == value or str(parsed).lower() == str(value).lower(), (step.name, key, parsed)
     sizes = {step.flags["size"] for step in steps if step.name.startswith("train sft ")}
     assert len(sizes) >= 5, "the curve has at least five student sizes"
     assert steps[-1].flags["split"] == "test" and steps[-2].flags["split"] == "validation"
