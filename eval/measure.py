@@ -110,12 +110,10 @@ def timed_lm_class():
             self.new_tokens = 0
             self.generator = generator  # a CTranslate2 generator of the same weights, or None
 
-        def _model_generate(self, context, max_length, stop, **generation_kwargs):
+        def generate_instead(self, context, max_length, stop, **generation_kwargs):
             if self.generator is None:
-                return super()._model_generate(context, max_length, stop, **generation_kwargs)
-            output = ctranslate2_generate(self, context, max_length, stop, **generation_kwargs)
-            self.on_generation(context, output)
-            return output
+                return None
+            return ctranslate2_generate(self, context, max_length, stop, **generation_kwargs)
 
         def on_generation(self, context, output):
             new = output[:, context.shape[1] :]

@@ -36,7 +36,8 @@ def load_task_yaml(path: str | Path) -> dict:
 
 @functools.cache
 def hflm_with_generation_hook() -> type:
-    """lm-eval's ``HFLM``, calling ``self.on_generation(context, output)`` after every batched ``generate``.
+    """lm-eval's ``HFLM``, calling ``self.on_generation(context, output)`` after every batched ``generate``, which
+``self.generate_instead`` may do itself (the CTranslate2 teacher backend).
 
     The token ids a model produced are only visible inside HFLM (``generate_until`` returns decoded text), and
     counting them there is the only way to get tokens/s without re-tokenising.
@@ -48,8 +49,14 @@ def hflm_with_generation_hook() -> type:
         def on_generation(self, context, output) -> None:
             """Override: ``context`` is the padded prompt batch, ``output`` the prompts with their continuations."""
 
+        def generate_instead(self, context, max_length, stop, **generation_kwargs):
+            """Override to generate another way (same arguments and result as HFLM's); None: HFLM's own."""
+            return None
+
         def _model_generate(self, context, max_length, stop, **generation_kwargs):
-            output = super()._model_generate(context, max_length, stop, **generation_kwargs)
+            output = self.generate_instead(context, max_length, stop, **generation_kwargs)
+            if output is None:
+                output = super()._model_generate(context, max_length, stop, **generation_kwargs)
             self.on_generation(context, output)
             return output
 

@@ -223,7 +223,7 @@ def space_hub(tmp_path_factory, tiny_teacher_dir, digit_writer_dir):
     push_data(tiny_build_args(root / "work", tiny_teacher_dir, **hub_args))
     push_student(target, digit_writer_dir, "synthetic_gsm-sft-1M", root)
     push_student(target, tiny_teacher_dir, "synthetic_gsm-label-3M", root, method="label", size="3M")
-    teacher = dict(stderr=0.1, model_repo=str(tiny_teacher_dir))
+    teacher = dict(stderr=0.05, model_repo=str(tiny_teacher_dir))
     sft = dict(method="sft", size="1M", params_total=7_275_904, model_repo="testorg/synthetic_gsm-sft-1M")
     label = dict(method="label", size="3M", params_total=12_586_176, model_repo="testorg/synthetic_gsm-label-3M")
     rows = [

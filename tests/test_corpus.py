@@ -156,8 +156,8 @@ def test_teachers_write_synthetic_documents_that_resume_after_an_interrupt(tmp_p
     asked = []
     real_load = teacher_shards.load_teacher
 
-    def counting_teacher(spec):
-        teacher = real_load(spec)
+    def counting_teacher(spec, **kwargs):
+        teacher = real_load(spec, **kwargs)
         generate = teacher.generate
         teacher.generate = lambda prompts, settings: asked.extend(prompts) or generate(prompts, settings)
         return teacher

@@ -378,4 +378,4 @@ def test_synthetic_gsm_is_generated_offline():
     assert dataset.to_list() == load_examples("synthetic_gsm", "test", limit=7)[0].to_list()
     assert dataset["question"] != load_examples("synthetic_gsm", "test", limit=7, seed=1)[0]["question"]
     full, _ = load_examples("synthetic_gsm", "test")
-    assert len(full) == 300 and full.select(range(7)).to_list() == dataset.to_list()
+    assert len(full) == 1000 and full.select(range(7)).to_list() == dataset.to_list()
