@@ -37,11 +37,11 @@ def load_task_yaml(path: str | Path) -> dict:
 @functools.cache
 def hflm_with_generation_hook() -> type:
     """lm-eval's ``HFLM``, calling ``self.on_generation(context, output)`` after every batched ``generate``, which
-``self.generate_instead`` may do itself (the CTranslate2 teacher backend).
+    ``self.generate_instead`` may do itself (the CTranslate2 teacher backend).
 
-    The token ids a model produced are only visible inside HFLM (``generate_until`` returns decoded text), and
-    counting them there is the only way to get tokens/s without re-tokenising.
-    Private: ``HFLM._model_generate``, which ``HFLM.generate_until`` calls once per batch.
+        The token ids a model produced are only visible inside HFLM (``generate_until`` returns decoded text), and
+        counting them there is the only way to get tokens/s without re-tokenising.
+        Private: ``HFLM._model_generate``, which ``HFLM.generate_until`` calls once per batch.
     """
     from lm_eval.models.huggingface import HFLM
 
