@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from datasets_builders.teacher_base import Generation, GenerationSettings, Teacher, TeacherPrompt, cut_at_stop
+from datasets_builders.teacher_base import Generation, GenerationSettings, TeacherPrompt
+from datasets_builders.teachers import LocalTeacher
 from scalingdown.cache import cache_dir
 
 logger = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ def generate_ids(generator, tokenizer, prompts: list[list[int]], settings: Gener
     return rows
 
 
-class CTranslate2Teacher(Teacher):
+class CTranslate2Teacher(LocalTeacher):
     """A transformers teacher folder run by CTranslate2 (int8 or float32 weights)."""
 
     def __init__(self, name: str, source: str, device: str | None = None):
@@ -115,24 +116,12 @@ class CTranslate2Teacher(Teacher):
             self._generators[int8] = load_generator(self.source, self.name, int8, self.device)
         return self._generators[int8]
 
-    def render(self, prompt: TeacherPrompt) -> str:
-        if self.uses_chat:
-            return self.tokenizer.apply_chat_template(prompt.messages, add_generation_prompt=True, tokenize=False)
-        return prompt.text
-
     def generate(self, prompts: list[TeacherPrompt], settings: GenerationSettings) -> list[Generation]:
-        # Chat templates already contain the special tokens; plain prompts get the tokenizer's BOS.
-        ids = [self.tokenizer(self.render(p), add_special_tokens=not self.uses_chat)["input_ids"] for p in prompts]
-        stop_ids = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id} - {None}
+        ids = self.encode(prompts)
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # similar lengths share a batch
         results: list[tuple[int, Generation]] = []
         for start in range(0, len(order), settings.batch_size):
             batch = order[start : start + settings.batch_size]
             rows = generate_ids(self.generator(settings.int8), self.tokenizer, [ids[i] for i in batch], settings)
-            results += [(i, self._decode(row, stop_ids, settings)) for i, row in zip(batch, rows, strict=True)]
+            results += [(i, self.decode(row, settings)) for i, row in zip(batch, rows, strict=True)]
         return [generation for _, generation in sorted(results, key=lambda pair: pair[0])]
-
-    def _decode(self, ids: list[int], stop_ids: set[int], settings: GenerationSettings) -> Generation:
-        length = next((i + 1 for i, t in enumerate(ids) if t in stop_ids), len(ids))
-        text = self.tokenizer.decode(ids[:length], skip_special_tokens=True)
-        return Generation(text=cut_at_stop(text, settings.stop), num_tokens=length)

@@ -147,7 +147,32 @@ def resolve_model_source(spec: str) -> tuple[str, str]:
     return name, str(Path(spec).expanduser()) if Path(spec).expanduser().exists() else spec
 
 
-class TransformersTeacher(Teacher):
+class LocalTeacher(Teacher):
+    """A teacher whose tokenizer runs here (every backend but endpoints): the prompt as the model sees it, and a
+    generation's token ids read back as text."""
+
+    tokenizer: object
+    uses_chat: bool
+
+    def render(self, prompt: TeacherPrompt) -> str:
+        """The exact string the model sees."""
+        if self.uses_chat:
+            return self.tokenizer.apply_chat_template(prompt.messages, add_generation_prompt=True, tokenize=False)
+        return prompt.text
+
+    def encode(self, prompts: list[TeacherPrompt]) -> list[list[int]]:
+        # Chat templates already contain the special tokens; plain prompts get the tokenizer's BOS.
+        return [self.tokenizer(self.render(p), add_special_tokens=not self.uses_chat)["input_ids"] for p in prompts]
+
+    def decode(self, ids: list[int], settings: GenerationSettings) -> Generation:
+        """The text up to the first end token, cut at the first stop string; tokens counted up to that end."""
+        stop_ids = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
+        length = next((i + 1 for i, t in enumerate(ids) if t in stop_ids), len(ids))
+        text = self.tokenizer.decode(ids[:length], skip_special_tokens=True)
+        return Generation(text=cut_at_stop(text, settings.stop), num_tokens=length)
+
+
+class TransformersTeacher(LocalTeacher):
     """A causal LM run by transformers: batched, left-padded, length-sorted, KV-cached generation."""
 
     def __init__(self, name: str, source: str, dtype: str = "auto", device: str | None = None):
@@ -175,16 +200,6 @@ class TransformersTeacher(Teacher):
             "parameters": str(sum(p.numel() for p in self.model.parameters())),
             "prompt_format": "chat template" if self.uses_chat else "plain text, few-shot",
         }
-
-    def render(self, prompt: TeacherPrompt) -> str:
-        """The exact string the model sees."""
-        if self.uses_chat:
-            return self.tokenizer.apply_chat_template(prompt.messages, add_generation_prompt=True, tokenize=False)
-        return prompt.text
-
-    def encode(self, prompts: list[TeacherPrompt]) -> list[list[int]]:
-        # Chat templates already contain the special tokens; plain prompts get the tokenizer's BOS.
-        return [self.tokenizer(self.render(p), add_special_tokens=not self.uses_chat)["input_ids"] for p in prompts]
 
     @torch.inference_mode()
     def generate(self, prompts: list[TeacherPrompt], settings: GenerationSettings) -> list[Generation]:
@@ -222,14 +237,7 @@ class TransformersTeacher(Teacher):
             **sampling,
         )
         new_tokens = output[:, padded["input_ids"].shape[1] :]
-        return [self._decode(row, settings) for row in new_tokens]
-
-    def _decode(self, tokens: torch.Tensor, settings: GenerationSettings) -> Generation:
-        ids = tokens.tolist()
-        stop_ids = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
-        length = next((i + 1 for i, t in enumerate(ids) if t in stop_ids), len(ids))
-        text = self.tokenizer.decode(ids[:length], skip_special_tokens=True)
-        return Generation(text=cut_at_stop(text, settings.stop), num_tokens=length)
+        return [self.decode(row.tolist(), settings) for row in new_tokens]
 
     def close(self) -> None:
         del self.model
