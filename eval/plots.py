@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from eval.report import GRADED, graded_rows, params_label, run_suffix, scored_rows
+from eval.report import GRADED, graded_rows, params_label, run_label, scored_rows
 from scalingdown.hub import PRETRAINED_HERE
 
 if TYPE_CHECKING:
@@ -32,10 +32,7 @@ def scaling_down_figure(rows: list[dict], task: str, variant: str = "cot", basel
     students = [r for r in rows if r["role"] != "teacher" and r.get("params_total")]
     series: dict[str, list[dict]] = {}
     for row in students:
-        suffix = run_suffix(row)
-        label = (
-            f"{row.get('method') or 'student'}{f' ({suffix})' if suffix else ''}{' (LoRA)' if row.get('lora') else ''}"
-        )
+        label = f"{run_label(row) if row.get('method') else 'student'}{' (LoRA)' if row.get('lora') else ''}"
         if (row.get("size") or "").endswith(PRETRAINED_HERE):  # its own series: not a point on the scratch curve
             label += ", pre-trained here"
         series.setdefault(label, []).append(row)

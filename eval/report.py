@@ -65,6 +65,12 @@ def run_suffix(row: dict) -> str:
     return name[len(stem) + 1 :] if name.startswith(stem + "-") else ""
 
 
+def run_label(row: dict) -> str:
+    """What a student row ablates: its method, plus its repo suffix (``sft (smollm2)``) when it has one."""
+    suffix = run_suffix(row)
+    return f"{row.get('method') or row['role']}{f' ({suffix})' if suffix else ''}"
+
+
 def _against_noise(margin: float, first: dict, second: dict, stderr: str = "stderr") -> str:
     """``margin`` > 0 means ``first`` is the better one; ``stderr`` names the standard-error column. A clear win is a
     margin of more than two combined standard errors (sqrt(se_1^2 + se_2^2)); the sentence gives the ratio."""

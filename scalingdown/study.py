@@ -145,14 +145,6 @@ def majority_baseline(task: str) -> dict | None:
     return {"answer": answer, "accuracy": accuracy, "stderr": math.sqrt(accuracy * (1 - accuracy) / len(test))}
 
 
-def run_label(row: dict) -> str:
-    """What a student row ablates: its method, plus the repo's suffix (``sft (smollm2)``) when it has one."""
-    from eval.report import run_suffix
-
-    suffix = run_suffix(row)
-    return f"{row.get('method') or row['role']}{f' ({suffix})' if suffix else ''}"
-
-
 def _acc(row: dict | None) -> str:
     if row is None:
         return "–"
@@ -165,7 +157,7 @@ def report(study: dict, timings: list[dict], folder: Path) -> Path:
     """``report.md`` and ``scaling_down.png`` in ``folder``: the answer, tables, baseline and wall times."""
     from eval.leaderboard import split_rows
     from eval.plots import scaling_down_figure
-    from eval.report import scaling_down_answer
+    from eval.report import run_label, scaling_down_answer
 
     task = study["task"]
     rows = [r for r in board_rows(task) if r["variant"] == "cot"]
