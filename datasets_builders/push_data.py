@@ -30,6 +30,7 @@ from datasets_builders.rationales import (
     PROMPT_MODES,
     PROMPT_VERSION,
     FilterSettings,
+    WorkedExample,
     build_prompt,
     check_rationale,
     finish_rationale,
@@ -102,6 +103,13 @@ class PushDataArguments:
         metadata={"help": "ctranslate2: int8 weights (faster; on SmolLM2 they triple the repetitive rationales)."},
     )
     num_samples: int = field(default=1, metadata={"help": "Rationales sampled per (example, teacher)."})
+    shots: int = field(
+        default=3,
+        metadata={
+            "help": "Worked examples before each request: the last train rows with a gold solution (never built "
+            "into the dataset); 0, or a task without gold solutions: one built-in example."
+        },
+    )
     temperature: float | None = field(
         default=None,
         metadata={"help": "Sampling temperature; 0 = greedy. Default: 0.7 with --num_samples > 1, else greedy."},
@@ -114,6 +122,10 @@ class PushDataArguments:
     max_chars: int = field(default=2000, metadata={"help": "Drop rationales longer than this."})
     consistency: str = field(
         default="drop", metadata={"help": "drop: remove rationales whose answer disagrees with gold; flag: keep."}
+    )
+    require_derivation: bool = field(
+        default=True,
+        metadata={"help": "Numeric tasks: drop rationales whose last written 'a op b = c' step is not their answer."},
     )
     shard_size: int = field(
         default=128, metadata={"help": "Generations per shard, each one generate() call: at least --batch_size."}
@@ -216,10 +228,26 @@ class PushDataArguments:
         )
 
     def filter_settings(self) -> FilterSettings:
-        return FilterSettings(min_chars=self.min_chars, max_chars=self.max_chars, consistency=self.consistency)
+        return FilterSettings(
+            min_chars=self.min_chars,
+            max_chars=self.max_chars,
+            consistency=self.consistency,
+            require_derivation=self.require_derivation,
+        )
 
     def selection_settings(self) -> SelectionSettings:
         return SelectionSettings(keep=self.keep)
+
+    def worked_examples(self, kind: str) -> list[WorkedExample]:
+        """The ``--shots`` worked examples every request opens with: the train split's last rows that carry a gold
+        solution, so a larger ``--limit`` later keeps the prompts (and the shards) unchanged."""
+        if not self.shots:
+            return []
+        train, _ = self.examples("train", 0)
+        solved = [r for r in train if r.get("gold_rationale")]
+        return [WorkedExample(r["question"], r["choices"], r["answer"], r["gold_rationale"]) for r in solved][
+            -self.shots :
+        ]
 
     def examples(self, split: str, limit: int) -> tuple[Dataset, LoadReport]:
         return load_examples(
@@ -237,6 +265,7 @@ def shard_dir(args: PushDataArguments, spec: str) -> Path:
     """
     synthetic = args.synthetic_config()
     inputs = [args.task, args.data and str(Path(args.data).resolve()), args.mode, PROMPT_VERSION, "per-sample ids"]
+    inputs.append(f"{args.shots} shots")
     if synthetic is not None:
         inputs.append(asdict(synthetic))
     return teacher_shard_dir(Path(args.work_dir) / args.task, spec, args.generation_settings(), inputs)
@@ -247,11 +276,13 @@ def sample_id(example_id: str, sample: int) -> str:
     return f"{example_id}#{sample}"
 
 
-def generate_rationales(args: PushDataArguments, spec: str, examples: Dataset, kind: str) -> dict:
+def generate_rationales(
+    args: PushDataArguments, spec: str, examples: Dataset, kind: str, shots: list[WorkedExample]
+) -> dict:
     """Generate this teacher's missing samples shard by shard; return what the card records of it."""
     requests = []
     for row in examples:
-        prompt = build_prompt(row["question"], row["choices"], row["answer"], kind, args.mode)
+        prompt = build_prompt(row["question"], row["choices"], row["answer"], kind, args.mode, shots)
         requests += [
             TeacherRequest(sample_id(row["id"], k), prompt, {"example_id": row["id"], "sample": k})
             for k in range(args.num_samples)
@@ -418,12 +449,14 @@ def render_card(
     configs,
     card_meta,
     logits_info=(),
+    shots: list[WorkedExample] = (),
 ):
     first = examples[0]
-    prompt = build_prompt(first["question"], first["choices"], first["answer"], kind, args.mode)
+    prompt = build_prompt(first["question"], first["choices"], first["answer"], kind, args.mode, shots)
     reasons = sorted(
         {r for c in counts for r in c["dropped"]}
-        | {"refusal", "too_short", "too_long", "repetitive", "bad_arithmetic", "inconsistent", *SELECTION_REASONS}
+        | {"refusal", "too_short", "too_long", "repetitive", "bad_arithmetic", "underived", "inconsistent"}
+        | set(SELECTION_REASONS)
     )
     speed = {t["name"]: t for t in teachers}
     for c in counts:
@@ -527,7 +560,8 @@ def main(args: PushDataArguments) -> str | None:
     contamination = find_overlap(
         [(r["id"], r["question"]) for r in train], [(r["id"], r["question"]) for r in test]
     ).to_dict()
-    teachers = [generate_rationales(args, spec, train, kind) for spec in args.teacher_specs]
+    shots = args.worked_examples(kind)
+    teachers = [generate_rationales(args, spec, train, kind, shots) for spec in args.teacher_specs]
     rows, counts = assemble_train_rows(args, train, kind)
     logits = teacher_logits(args, rows) if args.push and rows else []
     repo = dataset_repo_name(args.task)
@@ -557,6 +591,7 @@ def main(args: PushDataArguments) -> str | None:
             *(args, target, repo, task_spec, teachers, counts, load_report, contamination, train, kind, configs),
             card_meta,
             logits_info=build["logits"],
+            shots=shots,
         )
         card.save(Path(tmp) / "README.md")
         (Path(tmp) / "scalingdown_build.json").write_text(json.dumps(build, indent=2, default=str))

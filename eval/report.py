@@ -233,6 +233,8 @@ def teacher_answer(rows: list[dict], task: str, variant: str = "cot", validation
     validation_rows = [r for r in validation_rows if r["role"] == "teacher"]
     teachers = [r for r in rows if r["role"] == "teacher"]
     students = [r for r in rows if r["role"] in ("student", "ensemble")]
+    if not teachers and validation_rows:
+        return f"{task}: nothing is scored on test yet (validation only; test is scored once, at the end)."
     if not teachers:
         return f"{task}: no teacher was scored successfully, so there is nothing to beat yet."
     best, picked = best_teacher(teachers, validation_rows)

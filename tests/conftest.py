@@ -76,6 +76,7 @@ def tiny_build_args(work_dir, teacher, **overrides):
         batch_size=4,
         shard_size=4,
         consistency="flag",  # a random tiny teacher is never consistent; flag keeps its rows
+        require_derivation=False,  # ... nor writes arithmetic
         work_dir=str(work_dir),
     )
     values.update(overrides)

@@ -97,6 +97,7 @@ def test_answer_says_when_no_student_beats_a_teacher_yet():
     assert "-30.0 points, within two combined standard errors" not in answer
     assert "-30.0 points, more than two combined standard errors (10.6)" in answer
     assert "no teacher was scored" in scaling_down_answer([rows[1]], "synthetic_gsm")
+    assert "nothing is scored on test yet" in scaling_down_answer([], "synthetic_gsm", validation_rows=rows)
 
 
 def test_plot_is_a_png(tmp_path):

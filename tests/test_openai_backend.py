@@ -182,8 +182,8 @@ def test_push_data_with_an_endpoint_teacher(served_model: ServedModel, hub_dir: 
 
     spec = f"openai:{served_model.model}@{served_model.base_url}"
     args = PushDataArguments(
-        teachers=spec, limit=3, test_limit=2, max_new_tokens=8, consistency="flag", min_chars=0,
-        work_dir=str(tmp_path / "work"),
+        teachers=spec, limit=3, test_limit=2, max_new_tokens=8, consistency="flag", require_derivation=False,
+        min_chars=0, work_dir=str(tmp_path / "work"),
     )  # fmt: skip
     train = load_dataset(main(args), split="train")
     assert len(train) == 3 and set(train["teacher"]) == {Path(served_model.model).name}

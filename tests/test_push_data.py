@@ -103,7 +103,8 @@ def test_interrupted_build_resumes_without_duplicates_or_gaps(tmp_path, hub_dir,
     flags = [
         "--task", "synthetic_gsm", "--teachers", str(tiny_teacher_dir), "--limit", "48", "--test_limit", "4",
         "--validation_limit", "4", "--num_samples", "2", "--max_new_tokens", "48", "--batch_size", "4",
-        "--shard_size", "4", "--consistency", "flag", "--work_dir", str(tmp_path / "work"),
+        "--shard_size", "4", "--consistency", "flag", "--require_derivation", "false",
+        "--work_dir", str(tmp_path / "work"),
     ]  # fmt: skip
     # min_chars=0: a random teacher's text is sometimes empty; duplicates are what sampling may still drop.
     args = _args(tmp_path, tiny_teacher_dir, limit=48, num_samples=2, test_limit=4, max_new_tokens=48, min_chars=0)

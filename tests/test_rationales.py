@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from datasets_builders.rationales import FilterSettings, build_prompt, check_rationale, finish_rationale
+from datasets_builders.rationales import (
+    FilterSettings,
+    WorkedExample,
+    build_prompt,
+    check_rationale,
+    finish_rationale,
+)
 from datasets_builders.shards import ShardStore
 from datasets_builders.teacher_base import GenerationSettings, cut_at_stop
 from datasets_builders.teachers import TeacherError, resolve_model_source
@@ -13,12 +19,27 @@ from datasets_builders.teachers import TeacherError, resolve_model_source
 def test_teacher_forced_prompt_shows_the_gold_answer_and_cot_does_not():
     forced = build_prompt("What is 2 + 3?", None, "5", "numeric", "teacher_forced")
     cot = build_prompt("What is 2 + 3?", None, "5", "numeric", "cot")
-    assert "The correct answer is 5." in forced.messages[-1]["content"]
-    assert "The answer is 5." in forced.messages[-1]["content"]
-    assert "correct answer is 5" not in cot.messages[-1]["content"]
+    assert forced.messages[-1]["content"] == "Question: What is 2 + 3?\nCorrect answer: 5"
+    assert cot.messages[-1]["content"] == "Question: What is 2 + 3?"
+    assert "as in '4 * 12 = 48'" in forced.messages[0]["content"] and "as in" in cot.messages[0]["content"]
     # Plain-text form for base teachers: one worked shot, then the question awaiting its explanation.
     assert forced.text.count("Question:") == 2 and forced.text.endswith("Correct answer: 5\nExplanation:")
     assert "Correct answer" not in cot.text
+    # Chat form: the same built-in worked example as an earlier exchange.
+    assert [m["role"] for m in forced.messages] == ["system", "user", "assistant", "user"]
+    assert forced.messages[2]["content"].endswith("48 - 30 = 18 muffins are left. The answer is 18.")
+
+
+def test_worked_examples_from_the_task_replace_the_built_in_one():
+    shots = [WorkedExample(f"Ana has {n} pens and buys 2 more. How many?", None, str(n + 2), f"{n} + 2 = {n + 2}.")
+             for n in (3, 4)]  # fmt: skip
+    prompt = build_prompt("Bo has 5 pens and buys 2 more. How many?", None, "7", "numeric", "teacher_forced", shots)
+    assert [m["content"] for m in prompt.messages[2::2]] == [
+        "3 + 2 = 5. The answer is 5.",
+        "4 + 2 = 6. The answer is 6.",
+    ]
+    assert "muffins" not in prompt.text and prompt.text.count("Explanation:") == 3
+    assert prompt.text.startswith("Question: Ana has 3 pens and buys 2 more. How many?\nCorrect answer: 5\n")
 
 
 def test_multiple_choice_prompt_lists_choices_with_letters():
@@ -101,7 +122,20 @@ def test_repetition_and_arithmetic_filters_catch_what_tiny_teachers_do():
     assert check_rationale(wrong, "18", "numeric", 0, FilterSettings()).reason == "bad_arithmetic"
     assert check_rationale(wrong, "18", "numeric", 0, FilterSettings(check_arithmetic=False)).reason is None
     right = "She buys 4 * 12 = 48 muffins and 1,000 + 5 = 1,005 cents, then 7 / 2 = 3.5. The answer is 18."
-    assert check_rationale(right, "18", "numeric", 0, FilterSettings()).reason is None
+    assert check_rationale(right, "18", "numeric", 0, FilterSettings(require_derivation=False)).reason is None
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("Mateo has 7 apples and gets 18 more. The answer is 25.", "underived"),  # a bare answer
+        ("Leila has 2 * 4 = 8 cookies left. The answer is 2.", "underived"),  # its last step is not its answer
+        ("She gives away 3, so 5 - 3 = 2 are left. The answer is 2.", None),
+        ("Half of 4 is 4 / 2 = 2. The answer is $2.", None),
+    ],
+)
+def test_numeric_rationales_must_compute_their_answer_in_their_last_step(text, reason):
+    assert check_rationale(text, "2" if "25" not in text else "25", "numeric", 0, FilterSettings()).reason == reason
 
 
 def test_finish_rationale_drops_a_leading_answer_so_reasoning_comes_first():

@@ -80,6 +80,7 @@ def test_a_tiny_study_runs_end_to_end_and_resumes(tmp_path, hub_dir, tiny_teache
                     "max_new_tokens": 16,
                     "batch_size": 4,
                     "consistency": "flag",  # a random teacher is never right
+                    "require_derivation": False,  # ... nor writes arithmetic
                     "min_steps": 1,
                     "max_steps": 1,
                 },
