@@ -243,7 +243,11 @@ class PushDataArguments:
         solution, so a larger ``--limit`` later keeps the prompts (and the shards) unchanged."""
         if not self.shots:
             return []
-        train, _ = self.examples("train", 0)
+        try:
+            train, _ = self.examples("train", 0)
+        except ValueError as error:  # narrow synthetic knobs cannot fill the generator's whole train split
+            logger.warning("no worked examples from the train split (%s); using the built-in one", error)
+            return []
         solved = [r for r in train if r.get("gold_rationale")]
         return [WorkedExample(r["question"], r["choices"], r["answer"], r["gold_rationale"]) for r in solved][
             -self.shots :

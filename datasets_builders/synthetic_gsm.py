@@ -402,17 +402,18 @@ def generate_examples(n: int, split: str = "train", config: SyntheticGSMConfig |
     rng = random.Random(f"{TASK}-{config.seed}-{split}")
     examples: list[Example] = []
     seen: set[str] = set()
-    attempts = 0
+    misses = 0  # draws since the last new problem: a long run means the knobs' space is used up
     while len(examples) < n:
-        attempts += 1
-        if attempts > 1000 + 100 * n:
+        if misses > 5000:
             raise ValueError(f"could only make {len(examples)} distinct {split} problems of {n}; widen {config}")
+        misses += 1
         problem = _make_problem(rng, config)
         if problem is None:
             continue
         question, solution, answer = problem
         if question in seen or _bucket(question) not in _SPLIT_BUCKETS[split]:
             continue
+        misses = 0
         seen.add(question)
         examples.append(
             Example(

@@ -289,6 +289,20 @@ def shot_variants(teacher: EvalModel, counts: list[int]) -> list[EvalModel]:
     ]
 
 
+def data_key(location: str, split: str, num_fewshot: int, revision: str | None) -> str:
+    """What a score depends on in the dataset: the bytes of the scored split (and of train, which holds the
+    few-shot examples) in a local repo, else its revision. A new commit that adds rationales to train keeps every
+    zero-shot score cached; one that changes the questions scores them again."""
+    splits = [split, "train"] if num_fewshot else [split]
+    files = sorted(f for name in splits for f in (Path(location) / "data").glob(f"{name}-*.parquet"))
+    if not files:
+        return str(revision)
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
 def main(args: EvalArguments) -> dict:
     """Score, publish, and return ``{"rows": [...], "answers": {variant: sentence}, "board": location}``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -338,7 +352,8 @@ def main(args: EvalArguments) -> dict:
                 max_gen_toks=args.max_gen_toks,
                 backend=args.teacher_backend if model.role == "teacher" and variant == "cot" else "transformers",
             )
-            key_parts = [model.weights_key, tasks_key, context["dataset_revision"], json.dumps(asdict(request))]
+            data = data_key(location, args.split, request.num_fewshot, context["dataset_revision"])
+            key_parts = [model.weights_key, tasks_key, data, json.dumps(asdict(request))]
             key = hashlib.sha256("|".join(map(str, key_parts)).encode()).hexdigest()[:20]
             cached = cache / f"{model.name}-{variant}-{key}.json"
             if model.problem:

@@ -295,3 +295,18 @@ def test_ctranslate2_eval_backend_answers_exactly_as_transformers(tmp_path, hub_
     reference, fast = results["transformers"], results["ctranslate2"]
     assert [s["response"] for s in fast.samples] == [s["response"] for s in reference.samples]
     assert fast.n == 4 and fast.generated_tokens == reference.generated_tokens > 0
+
+
+def test_a_new_train_split_keeps_zero_shot_scores_and_rescores_few_shot_ones(tmp_path):
+    from eval.run import data_key
+
+    (tmp_path / "data").mkdir()
+    for split in ("train", "validation"):
+        (tmp_path / "data" / f"{split}-00000-of-00001.parquet").write_bytes(split.encode())
+    zero, few = data_key(str(tmp_path), "validation", 0, "rev1"), data_key(str(tmp_path), "validation", 3, "rev1")
+    (tmp_path / "data" / "train-00000-of-00001.parquet").write_bytes(b"more rationales")
+    assert data_key(str(tmp_path), "validation", 0, "rev2") == zero
+    assert data_key(str(tmp_path), "validation", 3, "rev2") != few
+    (tmp_path / "data" / "validation-00000-of-00001.parquet").write_bytes(b"other questions")
+    assert data_key(str(tmp_path), "validation", 0, "rev3") != zero
+    assert data_key(str(tmp_path / "remote"), "validation", 0, "rev3") == "rev3"  # no local files: the revision

@@ -160,6 +160,7 @@ def test_real_smollm2_teacher_writes_consistent_rationales(tmp_path, hub_dir, sm
 def test_ctranslate2_backend_writes_what_transformers_writes(tiny_teacher_dir):
     """Same prompts, greedy, float32: CTranslate2 (push-data's backend) writes the transformers backend's texts and
     stops at the same stop strings; int8 weights still write text."""
+    from datasets_builders.ctranslate2_backend import shared_prefix
     from datasets_builders.rationales import build_prompt
     from datasets_builders.tasks import load_examples
     from datasets_builders.teacher_base import GenerationSettings
@@ -171,6 +172,7 @@ def test_ctranslate2_backend_writes_what_transformers_writes(tiny_teacher_dir):
     reference = load_teacher(str(tiny_teacher_dir)).generate(prompts, settings)
     fast = load_teacher(str(tiny_teacher_dir), backend="ctranslate2")
     assert fast.describe()["backend"].startswith("ctranslate2")
+    assert len(shared_prefix(fast.encode(prompts))) > 16  # the shared worked example runs once, as a static prompt
     generations = fast.generate(prompts, replace(settings, backend="ctranslate2"))
     assert [g.text for g in generations] == [g.text for g in reference]
     assert all(" the" not in g.text for g in generations)
