@@ -174,7 +174,7 @@ lint: install
 
 test: install
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra --durations=30
 
 bench-generation: install
 	$(PY) bench/bench_generation.py
