@@ -13,8 +13,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
-# Cache parts every test shares: converted GGUF teachers take a minute to rebuild and never differ between tests.
-SHARED_CACHE_PARTS = ("teachers", "gguf")
+# Cache parts every test shares: converted teachers (GGUF -> transformers -> CTranslate2) take a minute each to
+# rebuild and never differ between tests (a conversion is keyed by its source folder).
+SHARED_CACHE_PARTS = ("teachers", "gguf", "ctranslate2")
 
 
 @pytest.fixture(scope="session", autouse=True)

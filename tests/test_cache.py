@@ -30,8 +30,9 @@ def test_scalingdown_cache_moves_the_root_and_cache_dir_creates_folders_under_it
 def test_each_test_has_its_own_empty_cache_sharing_only_the_converted_teachers(test_cache, session_cache):
     assert Path(os.environ["SCALINGDOWN_CACHE"]) == test_cache == cache_root()
     assert not test_cache.is_relative_to(REPO) and test_cache != session_cache
-    assert sorted(p.name for p in test_cache.iterdir()) == ["gguf", "teachers"]
-    assert (test_cache / "teachers").resolve() == (session_cache / "teachers").resolve()
+    assert sorted(p.name for p in test_cache.iterdir()) == ["ctranslate2", "gguf", "teachers"]
+    for part in ("ctranslate2", "teachers"):
+        assert (test_cache / part).resolve() == (session_cache / part).resolve()
     (cache_dir("eval", "t") / "result.json").write_text("{}")
     assert not (session_cache / "eval").exists()
 

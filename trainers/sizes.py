@@ -297,6 +297,14 @@ SIZES: dict[str, StudentSize] = {
         ),
         # pruned from the teacher
         StudentSize(
+            "135M-prune-24L",
+            "pruned",
+            "SmolLM2-135M-Instruct, 24 of 30 layers kept (evenly spaced)",
+            source="smollm2-135m-instruct",
+            hub_id=SMOLLM2_HUB_ID,
+            keep_layers=24,
+        ),
+        StudentSize(
             "135M-prune-15L",
             "pruned",
             "SmolLM2-135M-Instruct, 15 of 30 layers kept (evenly spaced)",
