@@ -297,6 +297,14 @@ SIZES: dict[str, StudentSize] = {
         ),
         # pruned from the teacher
         StudentSize(
+            "135M-prune-27L",
+            "pruned",
+            "SmolLM2-135M-Instruct, 27 of 30 layers kept (evenly spaced)",
+            source="smollm2-135m-instruct",
+            hub_id=SMOLLM2_HUB_ID,
+            keep_layers=27,
+        ),
+        StudentSize(
             "135M-prune-24L",
             "pruned",
             "SmolLM2-135M-Instruct, 24 of 30 layers kept (evenly spaced)",
