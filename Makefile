@@ -67,7 +67,7 @@ EVAL_FLAGS = --config $(or $(CONFIG),recipes/eval/default.yaml) $(call opt,--tas
 	bench-generation bench-pretrain-cost clean
 
 help:
-	@echo "make demo        the whole flow on the embedded default: push-data, sweep, eval, then the Space repo"
+	@echo "make demo        a small study on the embedded default (~20 min): data, students, eval, report, Space"
 	@echo "make test        install, lint and run the test suite (make install-browser first for the UI test)"
 	@echo "make push-data   teacher rationales (+ top-k logits) -> dataset repo      recipes/push_data/TASK.yaml"
 	@echo "make train       dataset repo -> one student repo                          recipes/train/METHOD.yaml"
@@ -156,16 +156,10 @@ space: install
 push-space: install
 	$(PY) space/push_space.py
 
-# Each stage runs its default recipe; TASK, SIZES, LIMIT, EVAL_LIMIT... apply as in the stages. A CONFIG or ARGS
-# would reach three different modules, so the demo refuses them.
-ifneq ($(filter demo,$(MAKECMDGOALS)),)
-ifneq ($(CONFIG)$(ARGS),)
-$(error make demo runs each stage's default recipe: drop CONFIG and ARGS)
-endif
-endif
-demo: push-data sweep eval
-	@echo "demo done; the answer:"
-	@sed -n 3p outputs/eval/$(or $(TASK),$(shell sed -n 's/^task: *//p' recipes/eval/default.yaml))/report.md
+# The study at demo scale (recipes/study/demo.yaml: data, five students, eval on validation then test, the report),
+# then the Space repo. CONFIG= another study recipe.
+demo: install
+	$(PY) -m scalingdown.study --config $(or $(CONFIG),recipes/study/demo.yaml) $(ARGS)
 	@$(PY) space/push_space.py "make demo"
 
 lint: install

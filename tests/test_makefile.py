@@ -220,18 +220,13 @@ def test_each_stage_reads_its_own_variables(tmp_path):
     assert (parsed["size"], parsed["price_per_device_hour"], parsed["learning_rate"]) == ("8M", 0.5, 1.0e-3)
 
 
-def test_demo_runs_every_stage_on_its_default_recipe(tmp_path):
-    commands = module_commands(make_dry_run("demo", {"TASK": "arc_easy", "SIZES": "1M 3M"}, tmp_path))
-    assert [module for module, _ in commands] == [
-        "datasets_builders.push_data",
-        "trainers.sft",
-        "trainers.sft",
-        "eval.run",
-    ]
-    parsed = [parse_with_module(module, argv) for module, argv in commands]
-    assert [p["task"] for p in parsed] == ["arc_easy"] * 4
-    assert parsed[0]["data"] == "../shared/data/arc_easy"
-    assert [p["size"] for p in parsed[1:3]] == ["1M", "3M"]
+def test_demo_is_the_demo_study_then_the_space(tmp_path):
+    lines = make_dry_run("demo", {}, tmp_path).splitlines()
+    study = shlex.split(lines[0])
+    assert study[1:] == ["-m", "scalingdown.study", "--config", "recipes/study/demo.yaml"]
+    assert "push_space.py" in lines[1]
+    other = shlex.split(make_dry_run("demo", {"CONFIG": "recipes/study/synthetic_gsm.yaml"}, tmp_path).splitlines()[0])
+    assert other[-1] == "recipes/study/synthetic_gsm.yaml"
 
 
 def test_clean_removes_outputs_the_local_hub_and_the_cache_root(tmp_path):
