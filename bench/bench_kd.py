@@ -2,7 +2,7 @@
 
     python bench/bench_kd.py speed --size 8M --steps 6          # sft, kd-offline, kd-online: tokens/s, peak RSS
     python bench/bench_kd.py speed --runs kd-offline,kd-offline-whole,kd-online,kd-online-whole   # chunked head or not
-    python bench/bench_kd.py storage --ks 8,16,32,64            # bytes per token per k, float16 vs float32
+    python bench/bench_kd.py storage --ks 8,16,32,64            # bytes per token per k: stored gaps vs float16
 
 Needs the default dataset repo with a logits config (``make push-data LOGITS=16``).
 
@@ -15,9 +15,9 @@ every labelled position of a micro-batch in one chunk. Tokens/s counts the non-p
 ``trainer.train()`` only; peak RSS is the process's (it includes the online teacher's weights).
 
 storage: the teacher (SmolLM2-135M) scores the repo's train rows once at the largest k (float32); each smaller k
-is its prefix (top-k is sorted). Each k is written as the ``logits-*`` parquet the builder writes (float16
-log-probs), and again with float32 log-probs, and measured. Accuracy of
-float16 storage: the KD loss and its gradient for a fixed random student, from float16 vs float32 log-probs.
+is its prefix (top-k is sorted). Each k is written as the ``logits-*`` parquet the builder writes (quantised,
+delta-coded log-probs, zstd) and as the layout before it (float16 log-probs, snappy), every column counted.
+Accuracy of the stored values: the KD loss and its gradient for a fixed random student, stored vs float32.
 """
 
 from __future__ import annotations
@@ -128,10 +128,18 @@ def speed(args) -> None:
 
 
 def storage(args) -> None:
+    import numpy as np
     import torch
     from datasets import List, Value, load_dataset
 
-    from datasets_builders.logits import TeacherScorer, logits_config, storage_figures, tokenize_conversation
+    from datasets_builders.logits import (
+        TeacherScorer,
+        encode_logprobs,
+        logits_config,
+        storage_figures,
+        teacher_logprobs,
+        tokenize_conversation,
+    )
     from datasets_builders.teachers import resolve_model_source
     from scalingdown.dataset_repo import write_data_files
     from trainers.kd_losses import distillation_loss
@@ -147,54 +155,58 @@ def storage(args) -> None:
     tokens = sum(len(top) for top, _ in scored)
     info = {"teacher": name, "config": f"logits-{name}", "assistant_tokens": tokens, **scorer.identity()}
     text_bytes = sum(p.stat().st_size for p in (Path(args.dataset) / "data").glob("*.parquet"))
-    print(f"{len(rows)} rows, {tokens} assistant tokens; text config {text_bytes} bytes\n")
-    print(f"{'k':>4}{'bytes/token':>13}{'per k':>8}{'vs text':>9}{'float32 bytes/token':>21}")
+    print(f"{len(rows)} rows, {tokens} assistant tokens; text config {text_bytes} bytes (every column counted)\n")
+
+    def written(k: int, layout: str) -> dict:
+        """The config at ``k`` as push-data writes it (gaps), or with float16 log-probs (the layout before)."""
+        sliced = []
+        for r, seq, (top, values) in zip(rows, tokenized, scored, strict=True):
+            row = {"id": r["id"], "teacher": r["teacher"], "logits_teacher": name, **seq, "k": k, **scorer.identity()}
+            row["topk_ids"] = top[:, :k].reshape(-1).tolist()
+            row.update(encode_logprobs(values[:, :k]))
+            if layout == "float16":
+                row["topk_logprobs"] = values[:, :k].astype(np.float16).reshape(-1).tolist()
+            sliced.append(row)
+        config = logits_config(sliced, {**info, "k": k})
+        if layout == "float16":
+            for column in ("top_logprob", "logprob_gaps", "logprob_step"):
+                del config.features[column]
+            config.features["topk_logprobs"] = List(Value("float16"))
+            config.compression = None
+        with tempfile.TemporaryDirectory() as tmp:
+            write_data_files(Path(tmp), [config])
+            return storage_figures(Path(tmp), {**info, "k": k})
+
+    print(f"{'k':>4}{'gaps bytes/token':>18}{'per k':>8}{'vs text':>9}{'float16 bytes/token':>21}{'per k':>8}")
     for k in ks:
-        figures = {}
-        for dtype in ("float16", "float32"):
-            sliced = [
-                {
-                    "id": r["id"],
-                    "teacher": r["teacher"],
-                    "logits_teacher": name,
-                    **seq,
-                    "topk_ids": top[:, :k].reshape(-1).tolist(),
-                    "topk_logprobs": values[:, :k].astype(dtype).reshape(-1).tolist(),
-                    "k": k,
-                    **scorer.identity(),
-                }
-                for r, seq, (top, values) in zip(rows, tokenized, scored, strict=True)
-            ]
-            with tempfile.TemporaryDirectory() as tmp:
-                config = logits_config(sliced, {**info, "k": k})
-                config.features["topk_logprobs"] = List(Value(dtype))
-                write_data_files(Path(tmp), [config])
-                figures[dtype] = storage_figures(Path(tmp), {**info, "k": k})
-        f16 = figures["float16"]
+        gaps, f16 = written(k, "gaps"), written(k, "float16")
         print(
-            f"{k:>4}{f16['bytes_per_token']:>13.1f}{f16['bytes_per_token_per_k']:>8.2f}"
-            f"{f16['bytes'] / text_bytes:>8.2f}x{figures['float32']['bytes_per_token']:>21.1f}"
+            f"{k:>4}{gaps['bytes_per_token']:>18.1f}{gaps['bytes_per_token_per_k']:>8.2f}"
+            f"{gaps['bytes'] / text_bytes:>8.2f}x{f16['bytes_per_token']:>21.1f}{f16['bytes_per_token_per_k']:>8.2f}"
         )
 
-    # float16 vs float32 log-probs: the loss and gradient a fixed random student gets from each
-    k = ks[len(ks) // 2]
-    ids = torch.cat([torch.from_numpy(top[:, :k]) for top, _ in scored[:8]])
-    exact = torch.cat([torch.from_numpy(values[:, :k]) for _, values in scored[:8]])
+    # stored (gaps) vs exact float32 log-probs: the loss and gradient a fixed random student gets from each
     torch.manual_seed(0)
-    student = torch.randn(ids.shape[0], 49152) * 2
-    results = {}
-    for label, values in [("float16", exact.half().float()), ("float32", exact)]:
-        logits = student.clone().requires_grad_(True)
-        loss = distillation_loss(logits, ids, values, "fkl").mean()
-        loss.backward()
-        results[label] = (loss.item(), logits.grad.flatten().double())
-    (loss16, grad16), (loss32, grad32) = results["float16"], results["float32"]
-    cosine = torch.nn.functional.cosine_similarity(grad16, grad32, dim=0).item()
-    print(
-        f"\nk={k}, {ids.shape[0]} tokens, float16 vs float32 log-probs: KD loss {loss16:.6f} vs {loss32:.6f} "
-        f"(relative difference {abs(loss16 - loss32) / loss32:.1e}), gradient cosine {cosine:.7f}, "
-        f"max log-prob rounding {(exact.half().float() - exact).abs().max().item():.1e}"
-    )
+    for k in sorted({ks[-1], 16} & set(ks)):
+        ids = torch.cat([torch.from_numpy(top[:, :k]) for top, _ in scored[:16]])
+        exact = torch.cat([torch.from_numpy(values[:, :k]) for _, values in scored[:16]])
+        stored = torch.cat(
+            [torch.from_numpy(teacher_logprobs({**encode_logprobs(v[:, :k]), "k": k})) for _, v in scored[:16]]
+        )
+        student = torch.randn(ids.shape[0], len(scorer.tokenizer)) * 2
+        results = []
+        for values in (stored, exact):
+            logits = student.clone().requires_grad_(True)
+            loss = distillation_loss(logits, ids, values, "fkl").mean()
+            loss.backward()
+            results.append((loss.item(), logits.grad.flatten().double()))
+        (loss_stored, grad_stored), (loss_exact, grad_exact) = results
+        cosine = torch.nn.functional.cosine_similarity(grad_stored, grad_exact, dim=0).item()
+        print(
+            f"k={k}, {ids.shape[0]} tokens, stored vs float32 log-probs: KD loss {loss_stored:.6f} vs {loss_exact:.6f} "
+            f"(relative difference {abs(loss_stored - loss_exact) / loss_exact:.1e}), gradient cosine {cosine:.7f}, "
+            f"max log-prob error {(stored - exact).abs().max().item():.3f}"
+        )
 
 
 def main() -> None:

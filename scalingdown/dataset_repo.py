@@ -15,6 +15,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from datasets import Dataset, DatasetInfo, Features, SplitDict, SplitInfo
 
 from scalingdown.compat import dataset_info_yaml
@@ -29,6 +30,7 @@ class RepoConfig:
     features: Features
     splits: dict[str, list[dict]]
     description: str = ""
+    compression: str | None = None  # parquet codec; None keeps the writer's default (snappy)
 
 
 def write_data_files(folder: Path, configs: list[RepoConfig]) -> dict:
@@ -44,7 +46,10 @@ def write_data_files(folder: Path, configs: list[RepoConfig]) -> dict:
             columns = {name: [row[name] for row in rows] for name in config.features}
             dataset = Dataset.from_dict(columns, features=config.features)
             path = data / f"{split}-00000-of-00001.parquet"
-            dataset.to_parquet(path)
+            if config.compression:  # datasets' to_parquet sets snappy per column, so pyarrow writes this one
+                pq.write_table(dataset.data.table, path, compression=config.compression)
+            else:
+                dataset.to_parquet(path)
             download_size += path.stat().st_size
             content.update(split.encode() + path.read_bytes())
             split_infos.add(SplitInfo(name=split, num_bytes=dataset.data.nbytes, num_examples=len(dataset)))

@@ -13,9 +13,18 @@ from datasets import get_dataset_config_names, load_dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from datasets_builders import logits as logits_module
-from datasets_builders.logits import TeacherScorer, score_batch, tokenize_conversation, tokenizer_identity
+from datasets_builders.logits import (
+    LOGPROB_STEP,
+    TeacherScorer,
+    encode_logprobs,
+    score_batch,
+    teacher_logprobs,
+    tokenize_conversation,
+    tokenizer_identity,
+)
 from datasets_builders.push_data import main as push_data
 from scalingdown.prompts import chatml_training_template
+from trainers.kd_losses import distillation_loss
 
 
 def conversation(answer: str) -> list[dict]:
@@ -57,6 +66,34 @@ def test_batched_left_padded_scoring_equals_one_sequence_at_a_time(tiny_teacher_
         assert (torch.from_numpy(ids) == expected.indices).float().mean() > 0.95  # ties may swap
 
 
+def test_stored_log_probs_round_trip_within_half_a_step_and_keep_the_kd_loss():
+    torch.manual_seed(0)
+    teacher = (torch.randn(300, 512) * 3).log_softmax(-1)  # peaked and flat positions alike
+    values, ids = teacher.topk(64)
+    row = {**encode_logprobs(values.numpy()), "k": 64}
+    decoded = torch.from_numpy(teacher_logprobs(row))
+    assert len(row["top_logprob"]) == 300 and max(row["logprob_gaps"]) < 2**16
+    assert (decoded - values).abs().max() <= LOGPROB_STEP / 2 + 1e-2 * values[:, :1].abs().max()
+    assert torch.all(decoded[:, 1:] <= decoded[:, :-1])  # still best first
+    # the loss and gradient a fixed student gets from the stored values, against the exact ones
+    student = torch.randn(300, 512) * 2
+    results = []
+    for stored in (values, decoded):
+        logits = student.clone().requires_grad_(True)
+        loss = distillation_loss(logits, ids, stored, "fkl").mean()
+        loss.backward()
+        results.append((loss.item(), logits.grad.flatten().double()))
+    (exact, exact_grad), (approx, approx_grad) = results
+    assert abs(approx - exact) / exact < 5e-3
+    assert torch.nn.functional.cosine_similarity(exact_grad, approx_grad, dim=0) > 0.999
+
+
+def test_a_config_written_before_the_gaps_still_reads():
+    old = {"k": 2, "topk_logprobs": [-0.1, -2.5, -0.7, -0.9]}
+    decoded = teacher_logprobs(old)
+    assert decoded.shape == (2, 2) and decoded.ravel().tolist() == pytest.approx(old["topk_logprobs"], abs=1e-6)
+
+
 @pytest.fixture
 def logits_hub(hub_dir, tiny_teacher_dir, tmp_path):
     push_data(tiny_build_args(tmp_path / "work", tiny_teacher_dir, limit=6, logits=8, shard_size=2))
@@ -71,14 +108,22 @@ def test_push_data_stores_top_k_compactly_with_the_tokenizer_identity(logits_hub
 
     schema = pq.read_schema(next((logits_hub / "logits" / "tiny-llama").glob("*.parquet")))
     assert str(schema.field("topk_ids").type) == "list<element: uint16>"
-    assert str(schema.field("topk_logprobs").type) == "list<element: halffloat>"
+    assert str(schema.field("top_logprob").type) == "list<element: halffloat>"
+    assert str(schema.field("logprob_gaps").type) == "list<element: uint16>"
+    assert (
+        pq.ParquetFile(next((logits_hub / "logits" / "tiny-llama").glob("*.parquet")))
+        .metadata.row_group(0)
+        .column(0)
+        .compression
+        == "ZSTD"
+    )
 
     identity = tokenizer_identity(AutoTokenizer.from_pretrained(tiny_teacher_dir), "tiny-llama")
     row = rows[0]
     assert (row["tokenizer_hash"], row["vocab_size"], row["k"]) == (identity["tokenizer_hash"], 49152, 8)
     span = row["span_end"] - row["span_start"]
-    assert len(row["topk_ids"]) == len(row["topk_logprobs"]) == 8 * span
-    probs = torch.tensor(row["topk_logprobs"]).view(span, 8).exp()
+    assert len(row["topk_ids"]) == len(row["logprob_gaps"]) == 8 * span and len(row["top_logprob"]) == span
+    probs = torch.from_numpy(teacher_logprobs(row)).exp()
     assert torch.all(probs.sum(-1) <= 1.0 + 1e-3) and torch.all(probs[:, :-1] >= probs[:, 1:] - 1e-3)  # best first
     # the stored sequence is the default row's conversation, tokenized as the student sees it
     tokenizer = AutoTokenizer.from_pretrained(tiny_teacher_dir)

@@ -19,7 +19,14 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from transformers import AutoTokenizer
 
-from datasets_builders.logits import LogitsError, TeacherScorer, tokenize_conversation, tokenizer_identity
+from datasets_builders.logits import (
+    LOGPROB_STEP,
+    LogitsError,
+    TeacherScorer,
+    teacher_logprobs,
+    tokenize_conversation,
+    tokenizer_identity,
+)
 from datasets_builders.openai_backend import EndpointScorer, TeacherUnreachableError
 from datasets_builders.push_data import main as push_data
 
@@ -199,8 +206,8 @@ def test_push_data_writes_a_logits_config_from_the_endpoint(endpoint, teacher, h
     for row, (expected_ids, expected_values) in zip(rows, expected, strict=True):
         assert row["k"] == K
         ids = np.array(row["topk_ids"]).reshape(-1, K)
-        values = np.array(row["topk_logprobs"], dtype=np.float32).reshape(-1, K)
-        assert_same_top_k(ids, values, expected_ids, expected_values.astype(np.float16).astype(np.float32), 1e-2)
+        values = teacher_logprobs(row)  # stored to LOGPROB_STEP nats, the best to float16
+        assert_same_top_k(ids, values, expected_ids, expected_values, LOGPROB_STEP / 2 + 1e-2)
 
 
 def test_an_endpoint_without_prompt_logprobs_says_how_to_serve_one(endpoint, tokenizer, sequences):

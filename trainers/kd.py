@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from datasets import Dataset, get_dataset_config_names, load_dataset
 
-from datasets_builders.logits import LogitsError, tokenize_conversation, tokenizer_identity
+from datasets_builders.logits import LogitsError, teacher_logprobs, tokenize_conversation, tokenizer_identity
 from trainers.chunked_kd import DEFAULT_CHUNK_TOKENS, DistillationTargets, KDObjective, online_top_k
 from trainers.kd_losses import KD_LOSSES, TAILS
 from trainers.student_trainer import StudentSFTTrainer, compact_head_supported, labelled_hidden_states
@@ -29,7 +29,8 @@ logger = logging.getLogger("trainers.kd")
 
 KD_SOURCES = ("offline", "online")
 LOGITS_PREFIX = "logits-"
-TEACHER_COLUMNS = ("topk_ids", "topk_logprobs", "span_start", "k")
+# the stored top-k in either layout (datasets_builders.logits: gaps now, float16 log-probs before)
+TEACHER_COLUMNS = ("topk_ids", "top_logprob", "logprob_gaps", "logprob_step", "topk_logprobs", "span_start", "k")
 
 
 @dataclass
@@ -178,7 +179,7 @@ class DistillationCollator:
         logprobs = torch.zeros(rows, length, k, dtype=torch.float32)
         for row, t in enumerate(teacher):
             top = np.asarray(t["topk_ids"], dtype=np.int64).reshape(-1, t["k"])
-            values = np.asarray(t["topk_logprobs"], dtype=np.float32).reshape(-1, t["k"])
+            values = teacher_logprobs(t)
             start = t["span_start"]
             end = min(start + len(top), length)  # a sequence TRL truncated at max_length loses its tail
             ids[row, start:end, : t["k"]] = torch.from_numpy(top[: end - start])
