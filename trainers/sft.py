@@ -35,6 +35,7 @@ from scalingdown.errors import run_cli
 from scalingdown.hub import HubTarget, dataset_repo_name, model_repo_name
 from scalingdown.prompts import SMOLLM2_DEFAULT_SYSTEM, chatml_training_template
 from trainers.kd import DistillationArguments, KDTrainer, load_online_teacher, offline_rows, online_rows
+from trainers.minitron import CALIBRATION_ROWS
 from trainers.sizes import StudentSize, get_size
 from trainers.stage import (
     CardContext,
@@ -199,10 +200,15 @@ def load_tokenizer(size: StudentSize, default_system: str):
     return tokenizer
 
 
-def load_model(size: StudentSize, model_args: ModelConfig, tokenizer, seed: int):
-    """The initialised student, with generation settings that stop at the end of the assistant turn."""
+def load_model(size: StudentSize, model_args: ModelConfig, tokenizer, seed: int, rows: Dataset | None = None):
+    """The initialised student, with generation settings that stop at the end of the assistant turn. A ``minitron``
+    size is pruned by importance on the first training conversations (``rows``), as the student sees them."""
     dtype = getattr(torch, model_args.dtype) if model_args.dtype not in (None, "auto") else torch.float32
-    model = size.build_model(dtype=dtype, seed=seed)
+    calibration = None
+    if size.init == "minitron" and rows is not None:
+        sample = rows.select(range(min(CALIBRATION_ROWS, len(rows))))
+        calibration = [tokenizer.apply_chat_template(r["messages"], tokenize=False) for r in sample]
+    model = size.build_model(dtype=dtype, seed=seed, calibration=calibration)
     if model_args.attn_implementation:
         model.set_attn_implementation(model_args.attn_implementation)
     model.config.eos_token_id = tokenizer.eos_token_id
@@ -311,7 +317,7 @@ def build_run(
         default_system = STUDENT_SYSTEM  # the system turn of the sequences the teacher scored
     tokenizer = load_tokenizer(size, default_system)
 
-    kd_info, example_user = None, rows[0]["messages"][-2]["content"]
+    kd_info, example_user, text_rows = None, rows[0]["messages"][-2]["content"], rows
     if script_args.method == "kd":
         rows, teacher_model, kd_info = distillation_data(script_args, kd_args, location, rows, tokenizer, size)
         if training_args.packing or training_args.padding_free or training_args.truncation_mode != "keep_start":
@@ -321,7 +327,7 @@ def build_run(
     else:
         training_args.assistant_only_loss = True
     logger.info("%d training rows from %s (teachers %s)", len(rows), location, teachers)
-    model = load_model(size, model_args, tokenizer, training_args.seed)
+    model = load_model(size, model_args, tokenizer, training_args.seed, text_rows)
 
     common = dict(
         model=model,

@@ -13,6 +13,8 @@ a model built on the meta device here and from safetensors headers in ``eval/mod
 * ``pretrained`` — a released checkpoint: ``135M`` is SmolLM2-135M-Instruct from its packaged GGUF (works
   offline); the larger ones are Hub ids for machines with a GPU and a network.
 * ``pruned`` — the teacher with its embeddings and an evenly spaced subset of its layers, weights copied.
+* ``minitron`` — the teacher pruned in depth and width by importance on calibration text from the task's train
+  split (``trainers/minitron.py``); named by the total parameters it keeps (``135M-minitron-60M``).
 
 ``<scratch size>-pt`` (``8M-pt``) is a scratch size pre-trained by ``make pretrain SIZE=8M`` (trainers/pretrain.py):
 a ``pretrained`` size whose checkpoint is the ``pretrain-8M`` model repo on the Hub target.
@@ -29,6 +31,7 @@ import torch
 
 from scalingdown.errors import UserError
 from scalingdown.hub import PRETRAINED_HERE
+from trainers.minitron import MinitronShape, minitron_prune
 
 SMOLLM2_TOKENIZER = "smollm2-135m-instruct"  # packaged teacher: tokenizer + chat template, offline
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -74,12 +77,13 @@ class StudentSize:
     """One ``SIZE=…``: how to build the student and which tokenizer it speaks."""
 
     name: str
-    init: Literal["scratch", "pretrained", "pruned"]
+    init: Literal["scratch", "pretrained", "pruned", "minitron"]
     description: str
     source: str = SMOLLM2_TOKENIZER  # pretrained/pruned: packaged name, folder or Hub id; scratch: tokenizer
     hub_id: str | None = None  # upstream checkpoint for the card's base_model
     architecture: dict = field(default_factory=dict)  # scratch: LlamaConfig fields
     keep_layers: int | None = None  # pruned: how many evenly spaced layers survive
+    minitron: MinitronShape | None = None  # minitron: the shape importance pruning cuts the source to
     # Hub checkpoints never downloaded here: the fields of their config.json that fix the shapes (with model_type)
     hub_config: dict | None = None
 
@@ -102,6 +106,8 @@ class StudentSize:
             fields = dict(self.hub_config)
             return AutoConfig.for_model(fields.pop("model_type"), **fields)
         config = AutoConfig.from_pretrained(resolve_source(self.source))
+        if self.init == "minitron":
+            return self.minitron.apply(config)
         if self.init == "pruned":
             config.num_hidden_layers = self.keep_layers
             if getattr(config, "layer_types", None):
@@ -112,13 +118,22 @@ class StudentSize:
         """``{"total", "non_embedding"}`` of the model its config builds on the meta device (no weights needed)."""
         from transformers import AutoModelForCausalLM
 
+        config = self.build_config()  # outside the meta context: a cold cache converts the GGUF teacher here
         with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(self.build_config())
+            model = AutoModelForCausalLM.from_config(config)
         return model_parameter_counts(model)
 
-    def build_model(self, dtype: torch.dtype = torch.float32, seed: int = 0):
-        """The initialised student model."""
+    def build_model(self, dtype: torch.dtype = torch.float32, seed: int = 0, calibration: list[str] | None = None):
+        """The initialised student model; a ``minitron`` size ranks what it keeps on ``calibration`` texts."""
         from transformers import AutoModelForCausalLM
+
+        if self.init == "minitron":
+            if not calibration:
+                raise SizeError(
+                    f"size {self.name} is pruned by importance on the task's train rows: train it with "
+                    "`make train`, which passes them"
+                )
+            return minitron_prune(resolve_source(self.source), self.minitron, calibration, dtype=dtype)
 
         if self.init == "scratch":
             torch.manual_seed(seed)
@@ -328,6 +343,22 @@ SIZES: dict[str, StudentSize] = {
             hub_id=SMOLLM2_HUB_ID,
             keep_layers=8,
         ),
+        *[
+            StudentSize(
+                f"135M-minitron-{target}",
+                "minitron",
+                f"SmolLM2-135M-Instruct pruned by importance to hidden {shape.hidden_size}, {shape.num_layers} layers, "
+                f"{shape.kv_groups} KV groups, MLP {shape.intermediate_size}",
+                source="smollm2-135m-instruct",
+                hub_id=SMOLLM2_HUB_ID,
+                minitron=shape,
+            )
+            for target, shape in [
+                ("90M", MinitronShape(hidden_size=576, num_layers=24, kv_groups=3, intermediate_size=1024)),
+                ("60M", MinitronShape(hidden_size=448, num_layers=20, kv_groups=3, intermediate_size=896)),
+                ("30M", MinitronShape(hidden_size=256, num_layers=16, kv_groups=2, intermediate_size=1024)),
+            ]
+        ],
         StudentSize(
             "135M-prune-4L",
             "pruned",
@@ -400,12 +431,12 @@ def pretrained_here_sizes() -> list[StudentSize]:
 
 
 if __name__ == "__main__":
-    print(f"{'size':<16}{'init':<12}{'total':>10}{'non-emb':>10}  description")
+    print(f"{'size':<20}{'init':<12}{'total':>10}{'non-emb':>10}  description")
     for size in [*SIZES.values(), *pretrained_here_sizes()]:
         try:
             counts = size.parameter_counts()
             total, non_emb = format_params(counts["total"]), format_params(counts["non_embedding"])
         except Exception as error:  # a Hub-only size on an offline machine
             total, non_emb = "?", f"({type(error).__name__})"
-        print(f"{size.name:<16}{size.init:<12}{total:>10}{non_emb:>10}  {size.description}")
+        print(f"{size.name:<20}{size.init:<12}{total:>10}{non_emb:>10}  {size.description}")
     print("\n<scratch size>-pt (e.g. 8M-pt): that size pre-trained here; `make pretrain SIZE=8M` makes it")
