@@ -259,6 +259,24 @@ class PushDataArguments:
         )
 
 
+def validation_after_train(args: PushDataArguments, used: int) -> tuple[Dataset, LoadReport]:
+    """A validation split for a source without one: the ``--validation_limit`` train rows right after the ``used``
+    training rows (never the last ``--shots`` rows, which open the teachers' prompts), so choices made on it never
+    touch test and it never overlaps train."""
+    source, report = args.examples("train", 0)
+    wanted, free = args.validation_limit, len(source) - used - args.shots
+    if wanted > free:
+        raise ArgumentError(
+            f"VALIDATION_LIMIT={wanted} (--validation_limit): {args.task} has no validation split here, so it comes "
+            f"from the train rows after the {used} training ones, and only {max(free, 0)} are free "
+            f"({len(source)} usable, the last {args.shots} are the worked examples); lower LIMIT or VALIDATION_LIMIT"
+        )
+    rows = source.select(range(used, used + wanted))
+    note = LoadReport(args.task, "validation", f"train rows {used + 1}-{used + wanted} of {report.source}")
+    note.total = note.kept = wanted
+    return rows, note
+
+
 SYNTHETIC_KNOBS = ("min_steps", "max_steps", "min_value", "max_value", "max_total", "num_distractors", "operations")
 
 
@@ -549,6 +567,8 @@ def main(args: PushDataArguments) -> str | None:
     for split, limit in (("validation", args.validation_limit), ("test", args.test_limit)):
         if split == "test" or has_split(args.task, split, args.data):
             held_out[split], reports[split] = args.examples(split, limit)
+    if "validation" not in held_out and args.validation_limit:
+        held_out["validation"], reports["validation"] = validation_after_train(args, len(train))
     test = held_out["test"]
     if len(train) == 0:
         raise UserError(f"no usable training examples for {args.task}: {train_report.summary()}")

@@ -18,6 +18,7 @@ from huggingface_hub import DatasetCard
 
 from datasets_builders.push_data import PushDataArguments, main, shard_dir
 from datasets_builders.shards import ShardStore
+from scalingdown.arguments import ArgumentError
 from scalingdown.hub import HubTarget
 from scalingdown.schema import EXAMPLE_FEATURES
 
@@ -95,7 +96,20 @@ def test_gsm8k_from_the_original_files(tmp_path, hub_dir, tiny_teacher_dir, shar
     ds = load_dataset(location)
     assert ds["train"]["answer"][0] == "72"
     assert len(ds["train"]) == 6 and len(ds["test"]) == 5
-    assert set(ds) == {"train", "test"}  # the shared gsm8k copy has no validation file: none is made up
+    # the shared copy has no validation file: validation is the train file's rows 7-10, right after the training six
+    source = [json.loads(line)["question"] for line in (shared_data / "gsm8k" / "train.jsonl").open()]
+    assert ds["validation"]["question"] == source[6:10] and ds["train"]["question"] == source[:6]
+    assert "train rows 7-10 of" in (Path(location) / "README.md").read_text()
+
+
+def test_a_validation_split_that_does_not_fit_beside_train_is_refused(tmp_path, hub_dir, tiny_teacher_dir):
+    data = tmp_path / "gsm8k"
+    data.mkdir()
+    rows = [{"question": f"What is {n} + 1?", "answer": f"{n} + 1 = {n + 1}\n#### {n + 1}"} for n in range(12)]
+    for split in ("train", "test"):
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ArgumentError, match="only 3 are free"):
+        main(_args(tmp_path, tiny_teacher_dir, task="gsm8k", data=str(data), limit=6, test_limit=5, shots=3))
 
 
 def test_interrupted_build_resumes_without_duplicates_or_gaps(tmp_path, hub_dir, tiny_teacher_dir):
