@@ -131,6 +131,21 @@ def train_configs(tmp_path, **overrides):
 
 
 @pytest.fixture
+def other_tokenizer_teacher(tiny_teacher_dir, tmp_path) -> Path:
+    """The tiny teacher with one extra token: a different vocabulary, so a different tokenizer hash."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_teacher_dir)
+    tokenizer.add_tokens(["<|calculator|>"])
+    model = AutoModelForCausalLM.from_pretrained(tiny_teacher_dir)
+    model.resize_token_embeddings(len(tokenizer))
+    folder = tmp_path / "other-vocab"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
 def hub_dir(tmp_path, monkeypatch) -> Path:
     """An empty local Hub for one test, selected through the environment like a user would."""
     root = tmp_path / "hub"

@@ -120,19 +120,6 @@ def test_every_kd_loss_trains(hub_dir, tiny_teacher_dir, tmp_path, loss):
     assert losses[-1] < losses[0], losses
 
 
-@pytest.fixture
-def other_tokenizer_teacher(tiny_teacher_dir, tmp_path) -> Path:
-    """The tiny teacher with one extra token: a different vocabulary, so a different tokenizer hash."""
-    tokenizer = AutoTokenizer.from_pretrained(tiny_teacher_dir)
-    tokenizer.add_tokens(["<|calculator|>"])
-    model = AutoModelForCausalLM.from_pretrained(tiny_teacher_dir)
-    model.resize_token_embeddings(len(tokenizer))
-    folder = tmp_path / "other-vocab"
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 def test_a_teacher_with_another_tokenizer_is_refused_before_training(hub_dir, other_tokenizer_teacher, tmp_path):
     push(tmp_path, other_tokenizer_teacher, k=8)
     with pytest.raises(LogitsError, match="one vocabulary") as error:

@@ -65,6 +65,13 @@ class DistillationArguments:
         },
     )
 
+    # --method gkd (trainers/gkd.py), named as TRL's GKDConfig names them; it also reads kd_teacher and temperature
+    lmbda: float = field(default=0.5, metadata={"help": "gkd: share of batches that are the student's own samples."})
+    beta: float = field(
+        default=0.5, metadata={"help": "gkd: generalised JSD interpolation, 0 = forward KL, 1 = reverse KL."}
+    )
+    max_new_tokens: int = field(default=128, metadata={"help": "gkd: longest sample the student writes."})
+
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"--alpha must be in [0, 1], got {self.alpha}")
@@ -76,6 +83,11 @@ class DistillationArguments:
             raise ValueError(f"--kd_source must be one of {KD_SOURCES}, got {self.kd_source!r}")
         if self.temperature <= 0:
             raise ValueError(f"--temperature must be positive, got {self.temperature}")
+        for name in ("lmbda", "beta"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"--{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"--max_new_tokens must be at least 1, got {self.max_new_tokens}")
         if self.kd_chunk_tokens < 0:
             raise ValueError(f"--kd_chunk_tokens must be 0 (one chunk) or positive, got {self.kd_chunk_tokens}")
 

@@ -34,6 +34,7 @@ from scalingdown.arguments import ArgumentError, check_choice, check_count
 from scalingdown.errors import run_cli
 from scalingdown.hub import HubTarget, dataset_repo_name, model_repo_name
 from scalingdown.prompts import SMOLLM2_DEFAULT_SYSTEM, chatml_training_template
+from trainers import gkd
 from trainers.kd import DistillationArguments, KDTrainer, load_online_teacher, offline_rows, online_rows
 from trainers.minitron import CALIBRATION_ROWS
 from trainers.sizes import StudentSize, get_size
@@ -60,6 +61,7 @@ METHODS = {
     "sft": "rationale distillation: the student learns each teacher's explanation and its final answer",
     "label": "answer-only baseline: the student learns only the closing sentence 'The answer is X.'",
     "kd": "logit distillation: alpha * KD(teacher top-k || student) + (1 - alpha) * NLL on the rationale tokens",
+    "gkd": "on-policy distillation: the teacher scores the student's own samples (TRL GKDTrainer: lmbda, beta)",
     "gold": "reference ceiling: the student learns the dataset's own gold solutions (no teacher involved)",
 }
 EXAMPLES_CONFIG = "examples"  # every training example of a dataset repo, rationale or not (push_data.repo_configs)
@@ -302,11 +304,10 @@ def build_run(
         repo = f"{repo}-{script_args.suffix}"
     made_by = f"run `make push-data TASK={script_args.task}` first"
     inputs = pin_inputs(script_args.dataset_name, dataset_repo_name(script_args.task), size, target, made_by)
-    if script_args.method == "kd":
+    distils = script_args.method in ("kd", "gkd")
+    if distils:
         kd_args = kd_args or DistillationArguments()
-    settings = run_settings(
-        inputs, training_args, script_args, model_args, kd_args if script_args.method == "kd" else None
-    )
+    settings = run_settings(inputs, training_args, script_args, model_args, kd_args if distils else None)
     output_dir, last_checkpoint = prepare_output_dir(training_args, "train", repo, settings)
 
     location = inputs.dataset_location
@@ -318,7 +319,11 @@ def build_run(
     tokenizer = load_tokenizer(size, default_system)
 
     kd_info, example_user, text_rows = None, rows[0]["messages"][-2]["content"], rows
-    if script_args.method == "kd":
+    if script_args.method == "gkd":
+        spec = kd_args.kd_teacher or teachers[0]
+        teacher_model, kd_info = load_online_teacher(spec, tokenizer_identity(tokenizer, size.source))
+        kd_info = {**kd_info, **gkd.describe(kd_args)}
+    elif script_args.method == "kd":
         rows, teacher_model, kd_info = distillation_data(script_args, kd_args, location, rows, tokenizer, size)
         if training_args.packing or training_args.padding_free or training_args.truncation_mode != "keep_start":
             raise LogitsError("--method kd needs unpacked, right-truncated rows: drop --packing/--padding_free")
@@ -336,7 +341,11 @@ def build_run(
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )
-    if kd_info is not None:
+    if script_args.method == "gkd":
+        trainer = gkd.gkd_trainer(
+            model, teacher_model, training_args, kd_args, rows, tokenizer, get_peft_config(model_args)
+        )
+    elif kd_info is not None:
         trainer = kd_trainer(**common, kd_args=kd_args, teacher_model=teacher_model)
     else:
         trainer = StudentSFTTrainer(**common)
@@ -367,8 +376,10 @@ def publication(
     lora = bool(model_args.use_peft)
     target = HubTarget.from_env()
     tags = ["distillation", script_args.task, f"method-{script_args.method}"] + (["lora"] if lora else [])
-    if run.kd_info:
+    if run.kd_info and script_args.method == "kd":
         tags += [f"kd-{run.kd_info['kd_loss']}", f"kd-{run.kd_info['kd_source']}"]
+    elif run.kd_info:
+        tags += ["on-policy-distillation", f"gkd-lmbda-{run.kd_info['lmbda']}"]
 
     def card(measured: Measurement) -> CardContext:
         return CardContext(
