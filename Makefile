@@ -28,15 +28,17 @@ PUSH_DATA_FLAGS = --config $(PUSH_DATA_CONFIG) $(call opt,--task,TASK) $(call op
 	$(call opt,--validation_limit,VALIDATION_LIMIT) $(ARGS)
 
 # train (trainers.sft, or trainers.ensemble for METHOD=ensemble): recipes/train/$(METHOD)[-lora].yaml, METHOD sft
-# when unset. LORA=1 is --use_peft true; ALPHA, KD_LOSS, TEMPERATURE, KD_SOURCE are kd's; LMBDA, BETA and
-# TEMPERATURE gkd's; ROUNDS, ROUND_SIZES, BOOSTING, COMBINE the ensemble's.
+# when unset. LORA=1 is --use_peft true; ALPHA, KD_LOSS, TEMPERATURE, KD_SOURCE, KD_TEACHERS (teacher=weight,...)
+# and KD_CROSS_LOSS (uld or hybrid: teachers with another tokenizer) are kd's; LMBDA, BETA and TEMPERATURE
+# gkd's; ROUNDS, ROUND_SIZES, BOOSTING, COMBINE the ensemble's.
 TRAIN_METHOD = $(or $(METHOD),sft)
 TRAIN_CONFIG = $(or $(CONFIG),$(firstword $(wildcard recipes/train/$(TRAIN_METHOD)$(if $(LORA),-lora).yaml) \
 	recipes/train/$(TRAIN_METHOD).yaml))
 TRAIN_MODULE = $(if $(filter ensemble%,$(TRAIN_METHOD) $(notdir $(TRAIN_CONFIG))),trainers.ensemble,trainers.sft)
 KD_FLAGS = $(call opt,--alpha,ALPHA) $(call opt,--kd_loss,KD_LOSS) $(call opt,--temperature,TEMPERATURE) \
 	$(call opt,--lmbda,LMBDA) $(call opt,--beta,BETA) \
-	$(call opt,--kd_source,KD_SOURCE)
+	$(call opt,--kd_source,KD_SOURCE) $(call opt,--kd_teacher_weights,KD_TEACHERS) \
+	$(call opt,--kd_cross_loss,KD_CROSS_LOSS)
 ENSEMBLE_FLAGS = $(call opt,--rounds,ROUNDS) $(call opt,--round_sizes,ROUND_SIZES) $(call opt,--boosting,BOOSTING) \
 	$(call opt,--combine,COMBINE)
 TRAIN_FLAGS = --config $(TRAIN_CONFIG) $(call opt,--task,TASK) $(call opt,--size,SIZE) \

@@ -3,7 +3,8 @@
     python bench/bench_generation.py --teacher smollm2-135m-instruct --num_prompts 128
     python bench/bench_generation.py --smoke --teacher path/to/tokenizer-folder   # seconds: the suite runs it
 
-Same teacher, same teacher-forced synthetic_gsm prompts, greedy. The previous path is transformers float32 at
+Same teacher, the teacher-forced synthetic_gsm prompts push-data builds (``--shots`` worked examples from the train
+split open each), greedy. The previous path is transformers float32 at
 batch 16; the levers are timed on their own too (transformers at the new batch size, CTranslate2 int8) and
 the current path is push-data's defaults (``PushDataArguments``: CTranslate2, float32). Paths run
 interleaved, one chunk of prompts at a time, so machine load hits each alike.
@@ -24,7 +25,6 @@ import torch
 
 from datasets_builders.push_data import PushDataArguments
 from datasets_builders.rationales import build_prompt
-from datasets_builders.tasks import load_examples
 from datasets_builders.teacher_base import GenerationSettings, TeacherPrompt
 from datasets_builders.teachers import TransformersTeacher, load_teacher
 from trainers.cost import device_name, measure_peak_flops
@@ -64,17 +64,21 @@ def main() -> None:
     parser.add_argument("--teacher", default="smollm2-135m-instruct")
     parser.add_argument("--num_prompts", type=int, default=128)
     parser.add_argument("--max_new_tokens", type=int, default=128)
+    parser.add_argument("--shots", type=int, default=PushDataArguments.shots, help="push-data's --shots.")
     parser.add_argument("--smoke", action="store_true", help="A tiny model from a config and a few prompts.")
     args = parser.parse_args()
 
-    current = PushDataArguments(teachers=args.teacher, max_new_tokens=args.max_new_tokens).generation_settings()
+    push = PushDataArguments(teachers=args.teacher, max_new_tokens=args.max_new_tokens, shots=args.shots)
+    current = push.generation_settings()
     previous = replace(PREVIOUS, max_new_tokens=args.max_new_tokens)
     spec = args.teacher
     if args.smoke:
         spec, args.num_prompts, args.max_new_tokens = smoke_teacher(args.teacher), 6, 8
         current, previous = replace(current, batch_size=4, max_new_tokens=8), replace(previous, max_new_tokens=8)
-    examples, _ = load_examples("synthetic_gsm", "train", limit=args.num_prompts)
-    prompts = [build_prompt(r["question"], r["choices"], r["answer"], "numeric", "teacher_forced") for r in examples]
+    # push-data's own prompts: the same worked examples open every request (CTranslate2 runs that head once)
+    examples, _ = push.examples("train", args.num_prompts)
+    shots = push.worked_examples("numeric")
+    prompts = [build_prompt(r["question"], r["choices"], r["answer"], "numeric", push.mode, shots) for r in examples]
 
     batch = current.batch_size
     levers = [

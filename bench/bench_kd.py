@@ -137,6 +137,7 @@ def storage(args) -> None:
         encode_logprobs,
         logits_config,
         storage_figures,
+        stored_row,
         teacher_logprobs,
         tokenize_conversation,
     )
@@ -152,7 +153,7 @@ def storage(args) -> None:
     scored = []  # float32, straight from the teacher, at the largest k (smaller k are prefixes)
     for start in range(0, len(tokenized), 8):
         scored += scorer.score(tokenized[start : start + 8], ks[-1])
-    tokens = sum(len(top) for top, _ in scored)
+    tokens = sum(len(top) for top, _, _ in scored)
     info = {"teacher": name, "config": f"logits-{name}", "assistant_tokens": tokens, **scorer.identity()}
     text_bytes = sum(p.stat().st_size for p in (Path(args.dataset) / "data").glob("*.parquet"))
     print(f"{len(rows)} rows, {tokens} assistant tokens; text config {text_bytes} bytes (every column counted)\n")
@@ -160,12 +161,10 @@ def storage(args) -> None:
     def written(k: int, layout: str) -> dict:
         """The config at ``k`` as push-data writes it (gaps), or with float16 log-probs (the layout before)."""
         sliced = []
-        for r, seq, (top, values) in zip(rows, tokenized, scored, strict=True):
-            row = {"id": r["id"], "teacher": r["teacher"], "logits_teacher": name, **seq, "k": k, **scorer.identity()}
-            row["topk_ids"] = top[:, :k].reshape(-1).tolist()
-            row.update(encode_logprobs(values[:, :k]))
+        for r, seq, result in zip(rows, tokenized, scored, strict=True):
+            row = stored_row(r, seq, result, name, scorer.identity(), scorer.tokenizer, k)
             if layout == "float16":
-                row["topk_logprobs"] = values[:, :k].astype(np.float16).reshape(-1).tolist()
+                row["topk_logprobs"] = result[1][:, :k].astype(np.float16).reshape(-1).tolist()
             sliced.append(row)
         config = logits_config(sliced, {**info, "k": k})
         if layout == "float16":
@@ -188,10 +187,10 @@ def storage(args) -> None:
     # stored (gaps) vs exact float32 log-probs: the loss and gradient a fixed random student gets from each
     torch.manual_seed(0)
     for k in sorted({ks[-1], 16} & set(ks)):
-        ids = torch.cat([torch.from_numpy(top[:, :k]) for top, _ in scored[:16]])
-        exact = torch.cat([torch.from_numpy(values[:, :k]) for _, values in scored[:16]])
+        ids = torch.cat([torch.from_numpy(top[:, :k]) for top, _, _ in scored[:16]])
+        exact = torch.cat([torch.from_numpy(values[:, :k]) for _, values, _ in scored[:16]])
         stored = torch.cat(
-            [torch.from_numpy(teacher_logprobs({**encode_logprobs(v[:, :k]), "k": k})) for _, v in scored[:16]]
+            [torch.from_numpy(teacher_logprobs({**encode_logprobs(v[:, :k]), "k": k})) for _, v, _ in scored[:16]]
         )
         student = torch.randn(ids.shape[0], len(scorer.tokenizer)) * 2
         results = []

@@ -15,15 +15,19 @@ Layout of a row (flat lists keep parquet at one offset array per column, not one
     top_logprob      [n]       the best log-prob at each position (float16)
     logprob_gaps     [n*k]     the k log-probs as steps down from the best, quantised to ``logprob_step`` nats and
                                delta-coded along the ranks (uint16; the first of each position is 0)
-    logprob_step, k, tokenizer, tokenizer_hash, vocab_size   (constant per config)
+    token_logprob    [n]       the log-prob the teacher gave each written token (float16)
+    token_chars      [n]       how many characters of the rationale each token spells (uint16)
+    logprob_step, k, tokenizer, tokenizer_hash, vocab_size, tokenizer_source   (constant per config)
 
 Sorted log-probs fall in small steps, so the gaps are small integers that zstd packs to about a byte; with the
 ids the config takes about 2.1 bytes per token per k at k = 64 (``bench/bench_kd.py storage``), against 3.5 for
 float16 log-probs. Rounding to 1/16 nat moves each probability by at most 3%, and the errors average out in the
 KD loss. Configs written before (``topk_logprobs``, float16) still load: :func:`teacher_logprobs` reads both.
 
-The teacher scores exactly the tokens the student trains on, so the tokenizer must be the student's: its
-identity (a hash of the token -> id map) travels with every row and the trainer checks it before training.
+The sequences are the conversation in the student's chat format, tokenized by the teacher's own tokenizer; its
+identity (a hash of the token -> id map) travels with every row. A student with the same tokenizer trains on these
+very tokens; one with another tokenizer aligns its tokens with the teacher's by the text they spell
+(``token_chars``) and merges multi-token spans with ``token_logprob`` (``trainers/cross_tokenizer.py``).
 Rows are computed in shards (``ShardStore``), so an interrupted run resumes.
 """
 
@@ -44,10 +48,11 @@ from datasets_builders.shards import ShardStore
 from scalingdown.dataset_repo import RepoConfig
 from scalingdown.errors import UserError
 from scalingdown.prompts import SMOLLM2_DEFAULT_SYSTEM, chatml_training_template
+from trainers.cross_tokenizer import token_chars
 
 logger = logging.getLogger(__name__)
 
-LOGITS_VERSION = "2"  # bump when what a stored row means changes (template, span, encoding)
+LOGITS_VERSION = "3"  # bump when what a stored row means changes (template, span, encoding)
 LOGPROB_STEP = 1 / 16  # nats per quantisation step of the stored log-probs
 STUDENT_SYSTEM = SMOLLM2_DEFAULT_SYSTEM  # the system turn of the stored sequences (and of KD students' template)
 
@@ -79,10 +84,13 @@ def logits_features(vocab_size: int) -> Features:
             "top_logprob": List(Value("float16")),
             "logprob_gaps": List(Value("uint16")),
             "logprob_step": Value("float32"),
+            "token_logprob": List(Value("float16")),
+            "token_chars": List(Value("uint16")),
             "k": Value("int32"),
             "tokenizer": Value("string"),
             "tokenizer_hash": Value("string"),
             "vocab_size": Value("int32"),
+            "tokenizer_source": Value("string"),
         }
     )
 
@@ -137,8 +145,9 @@ def tokenize_conversation(tokenizer, messages: list[dict], system: str = STUDENT
 
 
 @torch.inference_mode()
-def score_batch(model, sequences: list[dict], k: int, pad_id: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Top-k ids and log-probs at every assistant position of each sequence, in one left-padded forward.
+def score_batch(model, sequences: list[dict], k: int, pad_id: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Top-k ids and log-probs, and the written token's log-prob, at every assistant position of each sequence,
+    in one left-padded forward.
 
     Left padding lines the sequences up at the end, where the assistant spans are, so only the last positions
     are projected on the vocabulary (``logits_to_keep``); explicit ``position_ids`` make padding invisible.
@@ -167,7 +176,9 @@ def score_batch(model, sequences: list[dict], k: int, pad_id: int) -> list[tuple
         count = s["span_end"] - s["span_start"]
         logprobs = logits[row, first : first + count].float().log_softmax(-1)
         values, top = logprobs.topk(min(k, logprobs.shape[-1]), dim=-1)
-        results.append((top.cpu().numpy(), values.cpu().numpy()))
+        written = torch.tensor(s["input_ids"][s["span_start"] : s["span_end"]], device=logprobs.device)
+        chosen = logprobs.gather(-1, written[:, None])[:, 0]
+        results.append((top.cpu().numpy(), values.cpu().numpy(), chosen.cpu().numpy()))
     return results
 
 
@@ -200,8 +211,29 @@ class TeacherScorer:
     def identity(self) -> dict:
         return tokenizer_identity(self.tokenizer, self.name)
 
-    def score(self, sequences: list[dict], k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    def score(self, sequences: list[dict], k: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         return score_batch(self.model, sequences, k, self.pad_id)
+
+
+def stored_row(row: dict, sequence: dict, scored: tuple, teacher: str, identity: dict, tokenizer, k: int = 0) -> dict:
+    """One row of a logits config: the training row's sequence, its scores (``score_batch``'s triple) kept to the
+    best ``k`` (0: all scored) and the figures cross-tokenizer alignment needs."""
+    top, values, chosen = scored
+    k = k or top.shape[-1]
+    span = sequence["input_ids"][sequence["span_start"] : sequence["span_end"]]
+    return {
+        "id": row["id"],
+        "teacher": row["teacher"],
+        "logits_teacher": teacher,
+        **sequence,
+        "topk_ids": top[:, :k].reshape(-1).astype(np.int64).tolist(),
+        **encode_logprobs(values[:, :k]),
+        "token_logprob": chosen.astype(np.float16).tolist(),
+        "token_chars": token_chars(tokenizer, span),
+        "k": int(k),
+        **identity,
+        "tokenizer_source": str(tokenizer.name_or_path),  # where a student loads it to map ids (hybrid KD)
+    }
 
 
 def build_logits(rows: list[dict], scorer, settings: LogitsSettings, work_dir: Path) -> tuple[list[dict], dict]:
@@ -228,18 +260,8 @@ def build_logits(rows: list[dict], scorer, settings: LogitsSettings, work_dir: P
         stats["seconds"] += time.perf_counter() - began
         stats["tokens_scored"] += sum(len(seq["input_ids"]) for seq in tokenized)
         return [
-            {
-                "key": key,
-                "id": row["id"],
-                "teacher": row["teacher"],
-                "logits_teacher": scorer.name,
-                **seq,
-                "topk_ids": top.reshape(-1).astype(np.int64).tolist(),
-                **encode_logprobs(values),
-                "k": int(top.shape[-1]),
-                **identity,
-            }
-            for (key, row), seq, (top, values) in zip(chunk, tokenized, scored, strict=True)
+            {"key": key, **stored_row(row, seq, result, scorer.name, identity, scorer.tokenizer)}
+            for (key, row), seq, result in zip(chunk, tokenized, scored, strict=True)
         ]
 
     store.fill(todo, settings.shard_size, score, stats, total=len(rows), desc=f"logits {scorer.name}")

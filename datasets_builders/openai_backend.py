@@ -274,12 +274,13 @@ class EndpointScorer(_Endpoint):
     def identity(self) -> dict:
         return tokenizer_identity(self.tokenizer, self.name)
 
-    def score(self, sequences: list[dict], k: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per sequence, ``(ids [n, k], logprobs [n, k] float32)``: row i is the teacher's top-k, best first, for
-        token ``input_ids[span_start + i]`` given the tokens before it."""
+    def score(self, sequences: list[dict], k: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per sequence, ``(ids [n, k], logprobs [n, k] float32, written [n])``: row i is the teacher's top-k, best
+        first, for token ``input_ids[span_start + i]`` given the tokens before it; ``written`` that token's
+        log-prob."""
         return self._in_order(lambda i, sequence: self._score_one(i, sequence, k), sequences)
 
-    def _score_one(self, index: int, sequence: dict, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _score_one(self, index: int, sequence: dict, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         response = self._request(
             f"sequence {index}",
             lambda: self._client.completions.create(
@@ -322,7 +323,10 @@ class EndpointScorer(_Endpoint):
             best = sorted(positions[t].items(), key=lambda item: -item[1])[:k]
             ids[row] = [self._token_id(key) for key, _ in best]
             values[row] = [value for _, value in best]
-        return ids, values
+        written = np.asarray((logprobs.token_logprobs or [])[start:end], dtype=np.float32)
+        if len(written) != end - start:
+            raise LogitsError(f"{self.name}: {self.base_url} returned no token_logprobs for the echoed prompt")
+        return ids, values, written
 
     def _others(self, alternatives: dict[str, float], token: int) -> int:
         """How many of a position's alternatives are not the prompt's own token ``token``."""

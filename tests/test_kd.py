@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import torch
 from conftest import tiny_build_args, train_configs
@@ -36,8 +37,8 @@ def first_batch_loss(tmp_path, **overrides) -> tuple[float, dict]:
     return loss.item(), metrics
 
 
-def push(tmp_path, teacher, k, **overrides):
-    push_data(tiny_build_args(tmp_path / "work", teacher, limit=4, logits=k, shard_size=4, **overrides))
+def push(tmp_path, teacher, k, **overrides) -> str:
+    return push_data(tiny_build_args(tmp_path / "work", teacher, limit=4, logits=k, shard_size=4, **overrides))
 
 
 @pytest.fixture
@@ -120,11 +121,16 @@ def test_every_kd_loss_trains(hub_dir, tiny_teacher_dir, tmp_path, loss):
     assert losses[-1] < losses[0], losses
 
 
-def test_a_teacher_with_another_tokenizer_is_refused_before_training(hub_dir, other_tokenizer_teacher, tmp_path):
-    push(tmp_path, other_tokenizer_teacher, k=8)
+def test_another_tokenizer_needs_stored_alignment_offline_and_is_refused_online(
+    hub_dir, other_tokenizer_teacher, tmp_path
+):
+    repo = Path(push(tmp_path, other_tokenizer_teacher, k=8))
+    for path in (repo / "logits" / "other-vocab").glob("*.parquet"):  # a config written before logits v3
+        table = pq.read_table(path)
+        pq.write_table(table.drop_columns(["token_chars"]), path)
     with pytest.raises(LogitsError, match="one vocabulary") as error:
         train(*configs(tmp_path))
-    assert "vocab 49153" in str(error.value) and "LOGITS_TEACHERS" in str(error.value)
+    assert "vocab 49153" in str(error.value) and "rebuild the logits" in str(error.value)
     assert not (tmp_path / "out").exists()  # nothing trained, nothing written
     with pytest.raises(LogitsError, match="online teacher 'other-vocab'"):
         train(*configs(tmp_path, kd_source="online", kd_teacher=str(other_tokenizer_teacher)))

@@ -57,10 +57,15 @@ def test_batched_left_padded_scoring_equals_one_sequence_at_a_time(tiny_teacher_
         for text in ["5.", "First 2 + 3 = 5, so the answer is 5.", "It is five. The answer is 5."]
     ]
     batched = score_batch(model, sequences, k=6, pad_id=tokenizer.pad_token_id)
-    for seq, (ids, values) in zip(sequences, batched, strict=True):
+    for seq, (ids, values, written) in zip(sequences, batched, strict=True):
         with torch.no_grad():
             logits = model(torch.tensor([seq["input_ids"]])).logits[0]
-        expected = logits[seq["span_start"] - 1 : seq["span_end"] - 1].log_softmax(-1).topk(6)
+        logprobs = logits[seq["span_start"] - 1 : seq["span_end"] - 1].log_softmax(-1)
+        expected = logprobs.topk(6)
+        own = torch.tensor(seq["input_ids"][seq["span_start"] : seq["span_end"]])
+        torch.testing.assert_close(
+            torch.from_numpy(written), logprobs.gather(-1, own[:, None])[:, 0], atol=1e-4, rtol=1e-4
+        )
         assert ids.shape == (seq["span_end"] - seq["span_start"], 6)
         torch.testing.assert_close(torch.from_numpy(values), expected.values, atol=1e-4, rtol=1e-4)
         assert (torch.from_numpy(ids) == expected.indices).float().mean() > 0.95  # ties may swap

@@ -180,10 +180,13 @@ def test_endpoint_scores_equal_the_transformers_teacher(endpoint, tokenizer, seq
     requests_before = len(endpoint[1]["requests"])
     scored = scorer(endpoint, tokenizer, model, max_concurrency=4).score(sequences, K)
     assert len(scored) == len(sequences)
-    for seq, (ids, values), (expected_ids, expected_values) in zip(sequences, scored, reference, strict=True):
+    for seq, (ids, values, written), (expected_ids, expected_values, expected_written) in zip(
+        sequences, scored, reference, strict=True
+    ):
         assert ids.shape == values.shape == (seq["span_end"] - seq["span_start"], K)
         assert values.dtype == np.float32 and np.all(np.diff(values, axis=-1) <= 0)  # best first
         assert_same_top_k(ids, values, expected_ids, expected_values)
+        np.testing.assert_allclose(written, expected_written, atol=1e-4)
     sent = endpoint[1]["requests"][requests_before:]
     assert sorted(r["prompt"] for r in sent) == sorted(s["input_ids"] for s in sequences)  # one request each
     assert all(r["logprobs"] == K and r["return_tokens_as_token_ids"] is True for r in sent)
@@ -203,7 +206,7 @@ def test_push_data_writes_a_logits_config_from_the_endpoint(endpoint, teacher, h
     assert set(rows["logits_teacher"]) == {"tiny"} and set(rows["tokenizer_hash"]) == {identity["tokenizer_hash"]}
     sequences = [{name: row[name] for name in ("input_ids", "span_start", "span_end")} for row in rows]
     expected = teacher.score(sequences, K)
-    for row, (expected_ids, expected_values) in zip(rows, expected, strict=True):
+    for row, (expected_ids, expected_values, _) in zip(rows, expected, strict=True):
         assert row["k"] == K
         ids = np.array(row["topk_ids"]).reshape(-1, K)
         values = teacher_logprobs(row)  # stored to LOGPROB_STEP nats, the best to float16

@@ -19,12 +19,14 @@ gradient against the unchunked computation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 from transformers.utils import ModelOutput
 
+from trainers.cross_tokenizer import cross_loss
 from trainers.kd_losses import at_least_fp32, distillation_loss_from_logprobs, teacher_top_k
 
 DEFAULT_CHUNK_TOKENS = 128  # 128 x 49152 x 4 bytes = 25 MB per chunk tensor
@@ -39,6 +41,23 @@ class KDObjective:
     temperature: float = 1.0
     kd_tail: str = "bucket"
     bild_k: int = 8
+    kd_weight: float = 1.0  # this teacher's share of the KD term when other (cross-tokenizer) teachers teach too
+
+
+@dataclass
+class CrossTargets:
+    """A teacher with another tokenizer, at its G text-aligned groups (``trainers.cross_tokenizer``): each group's
+    first labelled position, its later positions and their group, and the teacher's top-k and rest log-prob."""
+
+    first: torch.Tensor  # [G] index into the N labelled positions
+    rest_index: torch.Tensor  # [R] the groups' later labelled positions
+    rest_group: torch.Tensor  # [R] the group each belongs to
+    teacher_ids: torch.Tensor  # [G, k]
+    teacher_logprobs: torch.Tensor  # [G, k]
+    teacher_rest: torch.Tensor  # [G]
+    loss: str = "uld"
+    weight: float = 1.0  # share of the KD term
+    twins: torch.Tensor | None = None  # hybrid: teacher id -> student id or -1
 
 
 @dataclass
@@ -50,6 +69,7 @@ class DistillationTargets:
     objective: KDObjective
     token_weights: torch.Tensor | None = None  # [N], or None for uniform
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS  # 0: every labelled position in one chunk
+    cross: list[CrossTargets] = field(default_factory=list)  # teachers with other tokenizers
 
 
 @dataclass
@@ -65,6 +85,7 @@ class KDTerms(ModelOutput):
     nll: torch.Tensor | None = None
     correct: torch.Tensor | None = None
     entropy: torch.Tensor | None = None
+    cross: torch.Tensor | None = None  # the cross-tokenizer teachers' weighted loss (a metric)
     label_mask: torch.Tensor | None = None
 
 
@@ -78,17 +99,20 @@ def _chunk_terms(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(weighted objective sum, per-token kd, per-token nll, logprobs)`` of one chunk's float32 logits."""
     logprobs = logits.log_softmax(-1)
-    kd = distillation_loss_from_logprobs(
-        logprobs,
-        teacher_ids,
-        teacher_logprobs,
-        objective.kd_loss,
-        objective.temperature,
-        objective.kd_tail,
-        objective.bild_k,
-    )
+    if teacher_ids.shape[-1]:
+        kd = distillation_loss_from_logprobs(
+            logprobs,
+            teacher_ids,
+            teacher_logprobs,
+            objective.kd_loss,
+            objective.temperature,
+            objective.kd_tail,
+            objective.bild_k,
+        )
+    else:  # no teacher shares the student's tokenizer: only cross-tokenizer ones teach
+        kd = logprobs.new_zeros(len(logprobs))
     nll = -logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    terms = objective.alpha * kd + (1 - objective.alpha) * nll
+    terms = objective.alpha * objective.kd_weight * kd + (1 - objective.alpha) * nll
     if token_weights is not None:
         terms = terms * token_weights
     return terms.sum(), kd, nll, logprobs
@@ -179,6 +203,41 @@ def chunked_kd_terms(
     )
     kd, nll, correct, entropy = metrics.unbind()
     return KDTerms(objective=value, kd=kd, nll=nll, correct=correct, entropy=entropy)
+
+
+def cross_terms(
+    hidden: torch.Tensor,
+    head: torch.nn.Module,
+    targets: torch.Tensor,
+    cross: CrossTargets,
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+) -> torch.Tensor:
+    """Sum over the groups of one cross-tokenizer teacher's loss, from the labelled hidden states ``[N, H]``.
+
+    The student's log-probs of its own later tokens in each group merge into the group's first position
+    (``trainers.cross_tokenizer``); each chunk of groups is recomputed in the backward pass (checkpointed), so
+    the peak holds one chunk's ``[groups, V]`` logits."""
+    rest = at_least_fp32(head(hidden[cross.rest_index])).log_softmax(-1)
+    rest = rest.gather(-1, targets[cross.rest_index].unsqueeze(-1)).squeeze(-1)
+    student_rest = rest.new_zeros(len(cross.first)).index_add(0, cross.rest_group, rest)
+
+    def chunk_loss(h, s_rest, ids, values, t_rest):
+        logprobs = at_least_fp32(head(h)).log_softmax(-1)
+        return cross_loss(cross.loss, logprobs, s_rest, ids, values, t_rest, cross.twins).sum()
+
+    total = hidden.new_zeros((), dtype=torch.float32)
+    size = _chunk_size(chunk_tokens, len(cross.first))
+    for start in range(0, len(cross.first), size):
+        part = slice(start, start + size)
+        args = (
+            hidden[cross.first[part]],
+            student_rest[part],
+            cross.teacher_ids[part],
+            at_least_fp32(cross.teacher_logprobs[part]),
+            at_least_fp32(cross.teacher_rest[part]),
+        )
+        total = total + checkpoint(chunk_loss, *args, use_reentrant=False)
+    return total
 
 
 @torch.no_grad()

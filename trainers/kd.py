@@ -8,20 +8,26 @@ Offline (default), the student trains on a ``logits-<teacher>`` config of the da
 the teacher scored and its top-k per assistant token, streamed by ``datasets``; the teacher is never loaded.
 Online, the teacher runs beside the student on the same sequences (``tokenize_conversation`` of the ``default``
 rows) and its top-``kd_top_k`` (0 = whole vocabulary) goes through the same loss. The losses and the tail
-handling are in ``trainers.kd_losses``. Teacher and student must share a tokenizer: checked before training.
+handling are in ``trainers.kd_losses``.
+
+Offline, every ``logits-*`` config of the repo teaches (``--kd_teacher_weights`` picks and weighs them): one that
+shares the student's tokenizer through the losses above, the others through a cross-tokenizer loss on text-aligned
+tokens (``--kd_cross_loss``, ``trainers.cross_tokenizer``); the KD term is their weighted mean. An online teacher
+must share the student's tokenizer: checked before training.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 from datasets import Dataset, get_dataset_config_names, load_dataset
 
 from datasets_builders.logits import LogitsError, teacher_logprobs, tokenize_conversation, tokenizer_identity
-from trainers.chunked_kd import DEFAULT_CHUNK_TOKENS, DistillationTargets, KDObjective, online_top_k
+from trainers.chunked_kd import DEFAULT_CHUNK_TOKENS, CrossTargets, DistillationTargets, KDObjective, online_top_k
+from trainers.cross_tokenizer import CROSS_LOSSES, align, char_ends, vocabulary_map
 from trainers.kd_losses import KD_LOSSES, TAILS
 from trainers.student_trainer import StudentSFTTrainer, compact_head_supported, labelled_hidden_states
 
@@ -31,6 +37,8 @@ KD_SOURCES = ("offline", "online")
 LOGITS_PREFIX = "logits-"
 # the stored top-k in either layout (datasets_builders.logits: gaps now, float16 log-probs before)
 TEACHER_COLUMNS = ("topk_ids", "top_logprob", "logprob_gaps", "logprob_step", "topk_logprobs", "span_start", "k")
+CROSS_PREFIX = "cross"  # cross{i}_{first,length,ids,logprobs,rest}: teacher i's text-aligned groups (align_row)
+CROSS_FIELDS = ("first", "length", "ids", "logprobs", "rest")
 
 
 @dataclass
@@ -51,6 +59,17 @@ class DistillationArguments:
         metadata={
             "help": "Dataset config with the stored logits (default: the logits-* one sharing the student's tokenizer)."
         },
+    )
+    kd_teacher_weights: str | None = field(
+        default=None,
+        metadata={
+            "help": "Offline: which stored teachers teach and their weights, 'smollm2-135m-instruct=1,gemma3-270m=0.5' "
+            "(default: every logits-* config, weight 1)."
+        },
+    )
+    kd_cross_loss: str = field(
+        default="uld",
+        metadata={"help": f"Teachers with another tokenizer: one of {CROSS_LOSSES} (trainers/cross_tokenizer.py)."},
     )
     kd_teacher: str | None = field(
         default=None,
@@ -90,6 +109,24 @@ class DistillationArguments:
             raise ValueError(f"--max_new_tokens must be at least 1, got {self.max_new_tokens}")
         if self.kd_chunk_tokens < 0:
             raise ValueError(f"--kd_chunk_tokens must be 0 (one chunk) or positive, got {self.kd_chunk_tokens}")
+        if self.kd_cross_loss not in CROSS_LOSSES:
+            raise ValueError(f"--kd_cross_loss must be one of {CROSS_LOSSES}, got {self.kd_cross_loss!r}")
+        self.teacher_weights()
+
+    def teacher_weights(self) -> dict[str, float]:
+        """``--kd_teacher_weights`` as ``{teacher: weight}`` ({} = every stored teacher, weight 1)."""
+        weights = {}
+        for item in filter(None, (part.strip() for part in (self.kd_teacher_weights or "").split(","))):
+            name, _, value = item.partition("=")
+            try:
+                weights[name.strip()] = float(value) if value else 1.0
+            except ValueError:
+                raise ValueError(f"--kd_teacher_weights: {item!r} is not teacher=weight") from None
+            if weights[name.strip()] < 0:
+                raise ValueError(f"--kd_teacher_weights: {item!r} has a negative weight")
+        if weights and not sum(weights.values()):
+            raise ValueError("--kd_teacher_weights: every weight is 0")
+        return weights
 
     def objective(self) -> KDObjective:
         return KDObjective(self.alpha, self.kd_loss, self.temperature, self.kd_tail, self.bild_k)
@@ -103,6 +140,17 @@ class DistillationArguments:
             "kd_source": self.kd_source,
             **({"bild_k": self.bild_k} if self.kd_loss == "bild" else {}),
         }
+
+
+@dataclass
+class CrossTeacher:
+    """A stored teacher with another tokenizer: its weight in the KD term, its loss, and (hybrid) the map from its
+    ids to the student's (``trainers.cross_tokenizer.vocabulary_map``)."""
+
+    name: str
+    weight: float
+    loss: str
+    twins: torch.Tensor | None = None
 
 
 # -- data -------------------------------------------------------------------------------------------------
@@ -125,11 +173,14 @@ def mismatch_message(stored: dict, student: dict, where: str) -> str:
 
 
 def offline_rows(
-    location: str, student: dict, kd_args: DistillationArguments, teachers: str | None = None
-) -> tuple[Dataset, dict]:
-    """The stored logits config whose tokenizer is the student's, with labels; and what the card records.
+    location: str, student: dict, kd_args: DistillationArguments, teachers: str | None = None, tokenizer=None
+) -> tuple[Dataset, dict, list[CrossTeacher]]:
+    """The training rows with labels and every stored teacher's targets; what the card records; the teachers
+    with another tokenizer than the student's (aligned by text, ``align_row``).
 
-    ``teachers`` (comma-separated) keeps only the rows whose rationale those teachers wrote, as for ``sft``.
+    The first stored config that shares the student's tokenizer gives the sequences (else the ``default`` rows,
+    tokenized as the logits builder does). ``teachers`` (comma-separated) keeps only the rows whose rationale those
+    teachers wrote, as for ``sft``.
     """
     names = [c for c in get_dataset_config_names(location) if c.startswith(LOGITS_PREFIX)]
     if kd_args.logits_config:
@@ -141,22 +192,119 @@ def offline_rows(
             f"{location} has no stored teacher logits: run `make push-data LOGITS=16` to add them, "
             "or train with KD_SOURCE=online"
         )
+    configs = {name: load_dataset(location, name, split="train") for name in names}
+    by_teacher = {rows[0]["logits_teacher"]: name for name, rows in configs.items()}
+    weights = kd_args.teacher_weights()
+    if unknown := sorted(set(weights) - set(by_teacher)):
+        raise LogitsError(f"--kd_teacher_weights names {unknown}; {location} stores logits of {sorted(by_teacher)}")
+    weights = {t: weights.get(t, 0.0 if weights else 1.0) for t in by_teacher}
+    chosen = [name for teacher, name in by_teacher.items() if weights[teacher] > 0]
+    same = [n for n in chosen if configs[n][0]["tokenizer_hash"] == student["tokenizer_hash"]][:1]
+    cross = [n for n in chosen if n not in same]
+    for name in cross:
+        if configs[name][0].get("token_chars") is None or tokenizer is None:  # written before logits v3
+            stored = {key: configs[name][0][key] for key in ("tokenizer", "tokenizer_hash", "vocab_size")}
+            raise LogitsError(
+                mismatch_message(stored, student, f"config {name!r} of {location}")
+                + " Or rebuild the logits (make push-data LOGITS=k): configs written since logits v3 store the "
+                "character spans that align another tokenizer's tokens with the student's."
+            )
+
     wanted = {t.strip() for t in (teachers or "").split(",") if t.strip()}
-    mismatches = []
-    for name in names:
-        rows = load_dataset(location, name, split="train")
-        stored = {key: rows[0][key] for key in ("tokenizer", "tokenizer_hash", "vocab_size")}
-        if stored["tokenizer_hash"] == student["tokenizer_hash"]:
-            info = {"logits_config": name, "logits_teacher": rows[0]["logits_teacher"], "k": rows[0]["k"], **stored}
-            keep = ["input_ids", "labels", *TEACHER_COLUMNS]
-            if wanted:
-                rows = rows.filter(lambda row: row["teacher"] in wanted)
-                if len(rows) == 0:
-                    raise LogitsError(f"no rows of {name} have a rationale by {sorted(wanted)}")
-            rows = rows.map(with_labels)
-            return rows.remove_columns([c for c in rows.column_names if c not in keep]), info
-        mismatches.append(mismatch_message(stored, student, f"config {name!r} of {location}"))
-    raise LogitsError("\n".join(mismatches))
+
+    def keep_writers(rows: Dataset) -> Dataset:
+        if not wanted:
+            return rows
+        rows = rows.filter(lambda row: row["teacher"] in wanted)
+        if len(rows) == 0:
+            raise LogitsError(f"no training rows have a rationale by {sorted(wanted)}")
+        return rows
+
+    total = sum(weights[configs[n][0]["logits_teacher"]] for n in chosen)
+    if same:
+        rows = keep_writers(configs[same[0]]).map(with_labels)
+        first = rows[0]
+        info = {"logits_config": same[0], "logits_teacher": first["logits_teacher"], "k": first["k"]}
+        info |= {key: first[key] for key in ("tokenizer", "tokenizer_hash", "vocab_size")}
+        info["teacher_weight"] = round(weights[first["logits_teacher"]] / total, 4)
+    else:
+        default = keep_writers(load_dataset(location, split="train"))
+        rows = default.map(lambda row: {**tokenize_conversation(tokenizer, row["messages"]), "id": row["id"]})
+        rows = rows.map(with_labels)
+        info = {"logits_config": None, "logits_teacher": None, "teacher_weight": 0.0}
+    keep = ["input_ids", "labels", *TEACHER_COLUMNS]
+    crossing, described = [], []
+    for i, name in enumerate(cross):
+        stored = configs[name]
+        teacher = stored[0]["logits_teacher"]
+        columns = ["id", "teacher", *(c for c in ALIGN_COLUMNS if c in stored.column_names)]
+        index = {(r["id"], r["teacher"]): r for r in stored.select_columns(columns)}
+        rows = rows.map(lambda row, i=i, index=index, name=name: align_row(row, index, tokenizer, i, name))
+        keep += [f"{CROSS_PREFIX}{i}_{f}" for f in CROSS_FIELDS]
+        twins = None
+        if kd_args.kd_cross_loss == "hybrid":
+            twins = vocabulary_map(teacher_tokenizer(stored[0]), tokenizer)
+        crossing.append(CrossTeacher(teacher, weights[teacher] / total, kd_args.kd_cross_loss, twins))
+        first = stored[0]
+        described.append(
+            {
+                "teacher": teacher,
+                "config": name,
+                "k": first["k"],
+                "tokenizer": first["tokenizer"],
+                "vocab_size": first["vocab_size"],
+                "weight": round(weights[teacher] / total, 4),
+                "loss": kd_args.kd_cross_loss,
+            }
+        )
+    if described:
+        info["cross_teachers"] = described
+    rows = rows.remove_columns([c for c in rows.column_names if c not in keep])
+    return rows, info, crossing
+
+
+def teacher_tokenizer(stored: dict):
+    """The tokenizer a logits config was scored with, to map its ids to the student's (hybrid KD)."""
+    from transformers import AutoTokenizer
+
+    source = stored.get("tokenizer_source") or stored["tokenizer"]
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        raise LogitsError(
+            f"--kd_cross_loss hybrid needs the tokenizer of {stored['logits_teacher']!r} ({source}), which did not "
+            f"load ({error}); use --kd_cross_loss uld, which needs no vocabulary map"
+        ) from error
+
+
+ALIGN_COLUMNS = ("topk_ids", "top_logprob", "logprob_gaps", "logprob_step", "topk_logprobs", "k")
+ALIGN_COLUMNS += ("token_logprob", "token_chars")
+
+
+def align_row(row: dict, index: dict, tokenizer, i: int, config: str) -> dict:
+    """Teacher ``i``'s targets for one training row: per group of text-aligned tokens
+    (``trainers.cross_tokenizer.align``), the student's first token and group length, the teacher's top-k at its
+    first token and the log-prob of the rest of its tokens."""
+    key = (row["id"], row["teacher"])
+    if key not in index:
+        raise LogitsError(f"config {config!r} has no row for {key}: rebuild the logits (make push-data LOGITS=k)")
+    stored = {name: value for name, value in index[key].items() if value is not None}
+    span = row["input_ids"][row["span_start"] : row["span_end"]]
+    teacher_ends = np.cumsum(stored["token_chars"]).tolist()
+    groups = align(char_ends(tokenizer, span), teacher_ends)
+    k = stored["k"]
+    ids = np.asarray(stored["topk_ids"], dtype=np.int64).reshape(-1, k)
+    values = teacher_logprobs(stored)
+    written = np.asarray(stored["token_logprob"], dtype=np.float32)
+    starts = [g.t_start for g in groups]
+    prefix = f"{CROSS_PREFIX}{i}_"
+    return {
+        prefix + "first": [g.s_start for g in groups],
+        prefix + "length": [g.s_end - g.s_start for g in groups],
+        prefix + "ids": ids[starts].reshape(-1).tolist(),
+        prefix + "logprobs": values[starts].reshape(-1).tolist(),
+        prefix + "rest": [float(written[g.t_start + 1 : g.t_end].sum()) for g in groups],
+    }
 
 
 def online_rows(rationale_rows: Dataset, tokenizer) -> Dataset:
@@ -182,8 +330,12 @@ class DistillationCollator:
 
     def __call__(self, examples: list[dict]) -> dict:
         teacher = [{name: example.pop(name) for name in TEACHER_COLUMNS if name in example} for example in examples]
+        crossing = sorted({name.split("_")[0] for name in examples[0] if name.startswith(CROSS_PREFIX)})
+        cross = [[{f: example.pop(f"{c}_{f}") for f in CROSS_FIELDS} for example in examples] for c in crossing]
         batch = self.base(examples)
-        if not teacher[0]:
+        if cross:
+            batch["cross_targets"] = [cross_batch(parts, batch["labels"]) for parts in cross]
+        if "topk_ids" not in teacher[0]:
             return batch
         rows, length = batch["input_ids"].shape
         k = max(t["k"] for t in teacher)
@@ -200,6 +352,34 @@ class DistillationCollator:
         return batch
 
 
+def cross_batch(parts: list[dict], labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One cross-tokenizer teacher's groups in a batch, indexed into the N labelled positions (row-major, as
+    ``labelled_hidden_states`` orders them); groups cut by truncation are dropped."""
+    counts = (labels[:, 1:] != -100).sum(1).tolist()
+    offsets = np.cumsum([0, *counts[:-1]])
+    first, rest_index, rest_group, ids, values, rest = [], [], [], [], [], []
+    for row, part in enumerate(parts):
+        groups = len(part["first"])
+        k = len(part["ids"]) // max(groups, 1)
+        for g, (start, length) in enumerate(zip(part["first"], part["length"], strict=True)):
+            if start + length > counts[row]:
+                break
+            rest_index += range(offsets[row] + start + 1, offsets[row] + start + length)
+            rest_group += [len(first)] * (length - 1)
+            first.append(offsets[row] + start)
+            ids.append(part["ids"][g * k : (g + 1) * k])
+            values.append(part["logprobs"][g * k : (g + 1) * k])
+            rest.append(part["rest"][g])
+    return {
+        "first": torch.tensor(first, dtype=torch.long),
+        "rest_index": torch.tensor(rest_index, dtype=torch.long),
+        "rest_group": torch.tensor(rest_group, dtype=torch.long),
+        "teacher_ids": torch.tensor(ids, dtype=torch.long).reshape(len(first), -1),
+        "teacher_logprobs": torch.tensor(values, dtype=torch.float32).reshape(len(first), -1),
+        "teacher_rest": torch.tensor(rest, dtype=torch.float32),
+    }
+
+
 # -- trainer ----------------------------------------------------------------------------------------------
 
 
@@ -212,17 +392,26 @@ class KDTrainer(StudentSFTTrainer):
     (accumulated, all-rank) batch.
     """
 
-    def __init__(self, *args, kd_args: DistillationArguments, teacher_model=None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        kd_args: DistillationArguments,
+        teacher_model=None,
+        cross_teachers: list[CrossTeacher] = (),
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.kd_args = kd_args
         self.teacher_model = teacher_model
+        self.cross_teachers = list(cross_teachers)
+        self.same_weight = 1.0 - sum(c.weight for c in self.cross_teachers)
         self.data_collator = DistillationCollator(self.data_collator)
         model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         if not compact_head_supported(model):
             raise LogitsError(f"{type(model).__name__} scales or caps its logits; KD here needs a plain linear LM head")
         if teacher_model is not None:
             teacher_model.to(self.accelerator.device).eval().requires_grad_(False)
-        for key in ("kd_loss", "nll"):
+        for key in ("kd_loss", "nll", *(["cross_kd"] if self.cross_teachers else [])):
             self._metrics["train"][key], self._metrics["eval"][key] = [], []
 
     @torch.no_grad()
@@ -247,19 +436,29 @@ class KDTrainer(StudentSFTTrainer):
         mode = "train" if self.model.training else "eval"
         teacher_ids = inputs.pop("teacher_ids", None)
         teacher_logprobs = inputs.pop("teacher_logprobs", None)
+        cross = [
+            CrossTargets(
+                **parts, loss=c.loss, weight=c.weight, twins=None if c.twins is None else c.twins.to(model.device)
+            )
+            for parts, c in zip(inputs.pop("cross_targets", []), self.cross_teachers, strict=True)
+        ]
         mask = inputs["labels"][:, 1:] != -100  # the positions the student's forward scores (labelled_hidden_states)
         if self.teacher_model is not None:
             teacher_ids, teacher_logprobs = self.online_teacher(inputs)
-        elif teacher_ids is None:
-            raise LogitsError("KD batch without teacher logits: train on a logits-* config or with KD_SOURCE=online")
-        else:
+        elif teacher_ids is not None:
             teacher_ids, teacher_logprobs = teacher_ids[:, 1:][mask], teacher_logprobs[:, 1:][mask]
+        elif cross:  # only teachers with other tokenizers: the same-tokenizer term is empty
+            teacher_ids = torch.zeros(int(mask.sum()), 0, dtype=torch.long, device=mask.device)
+            teacher_logprobs = torch.zeros(int(mask.sum()), 0, device=mask.device)
+        else:
+            raise LogitsError("KD batch without teacher logits: train on a logits-* config or with KD_SOURCE=online")
         targets = DistillationTargets(
             teacher_ids=teacher_ids,
             teacher_logprobs=teacher_logprobs,
-            objective=self.kd_args.objective(),
+            objective=replace(self.kd_args.objective(), kd_weight=self.same_weight),
             token_weights=self.token_weights(inputs, teacher_ids, teacher_logprobs),
             chunk_tokens=self.kd_args.kd_chunk_tokens,
+            cross=cross,
         )
         # weighted or not, the logged kd_loss / nll are the unweighted sums
         out = model(
@@ -276,6 +475,8 @@ class KDTrainer(StudentSFTTrainer):
         with torch.no_grad():
             tokens = self.accelerator.gather_for_metrics(mask.sum()).sum().clamp(min=1)
             gathered = {"kd_loss": out.kd, "nll": out.nll, "mean_token_accuracy": out.correct, "entropy": out.entropy}
+            if cross:
+                gathered["cross_kd"] = out.cross
             for key, value in gathered.items():
                 self._metrics[mode][key].append((self.accelerator.gather_for_metrics(value).sum() / tokens).item())
         if mode == "train":

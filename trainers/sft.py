@@ -35,7 +35,14 @@ from scalingdown.errors import run_cli
 from scalingdown.hub import HubTarget, dataset_repo_name, model_repo_name
 from scalingdown.prompts import SMOLLM2_DEFAULT_SYSTEM, chatml_training_template
 from trainers import gkd
-from trainers.kd import DistillationArguments, KDTrainer, load_online_teacher, offline_rows, online_rows
+from trainers.kd import (
+    CrossTeacher,
+    DistillationArguments,
+    KDTrainer,
+    load_online_teacher,
+    offline_rows,
+    online_rows,
+)
 from trainers.minitron import CALIBRATION_ROWS
 from trainers.sizes import StudentSize, get_size
 from trainers.stage import (
@@ -267,23 +274,25 @@ class TrainingRun:
 
 def distillation_data(
     script_args: ScriptArguments, kd_args: DistillationArguments, location: str, rows: Dataset, tokenizer, size
-) -> tuple[Dataset, object, dict]:
-    """``(tokenized rows, online teacher or None, what the card records)`` for ``--method kd``.
+) -> tuple[Dataset, object, dict, list[CrossTeacher]]:
+    """``(tokenized rows, online teacher or None, what the card records, teachers with other tokenizers)`` for
+    ``--method kd``.
 
     Every check (stored logits present, tokenizer shared with the teacher) runs here, before any model is built.
     """
     student = tokenizer_identity(tokenizer, size.source)
     if kd_args.kd_source == "offline":
-        kd_rows, info = offline_rows(location, student, kd_args, teachers=script_args.teachers)
+        kd_rows, info, cross = offline_rows(location, student, kd_args, script_args.teachers, tokenizer)
         teacher_model = None
     else:
         spec = kd_args.kd_teacher or sorted(set(load_dataset(location, split="train")["teacher"]))[0]
         teacher_model, info = load_online_teacher(spec, student)
+        cross = []
         info["k"] = kd_args.kd_top_k or "vocabulary"
         kd_rows = online_rows(rows, tokenizer)
     if script_args.max_train_rows:
         kd_rows = kd_rows.select(range(min(script_args.max_train_rows, len(kd_rows))))
-    return kd_rows, teacher_model, {**info, **kd_args.describe()}
+    return kd_rows, teacher_model, {**info, **kd_args.describe()}, cross
 
 
 def build_run(
@@ -324,7 +333,7 @@ def build_run(
         teacher_model, kd_info = load_online_teacher(spec, tokenizer_identity(tokenizer, size.source))
         kd_info = {**kd_info, **gkd.describe(kd_args)}
     elif script_args.method == "kd":
-        rows, teacher_model, kd_info = distillation_data(script_args, kd_args, location, rows, tokenizer, size)
+        rows, teacher_model, kd_info, cross = distillation_data(script_args, kd_args, location, rows, tokenizer, size)
         if training_args.packing or training_args.padding_free or training_args.truncation_mode != "keep_start":
             raise LogitsError("--method kd needs unpacked, right-truncated rows: drop --packing/--padding_free")
         training_args.remove_unused_columns = False  # the teacher's top-k columns reach the collator
@@ -346,7 +355,7 @@ def build_run(
             model, teacher_model, training_args, kd_args, rows, tokenizer, get_peft_config(model_args)
         )
     elif kd_info is not None:
-        trainer = kd_trainer(**common, kd_args=kd_args, teacher_model=teacher_model)
+        trainer = kd_trainer(**common, kd_args=kd_args, teacher_model=teacher_model, cross_teachers=cross)
     else:
         trainer = StudentSFTTrainer(**common)
     save_settings(output_dir, settings)
@@ -378,6 +387,8 @@ def publication(
     tags = ["distillation", script_args.task, f"method-{script_args.method}"] + (["lora"] if lora else [])
     if run.kd_info and script_args.method == "kd":
         tags += [f"kd-{run.kd_info['kd_loss']}", f"kd-{run.kd_info['kd_source']}"]
+        if run.kd_info.get("cross_teachers"):
+            tags += ["cross-tokenizer-kd", f"kd-{run.kd_info['cross_teachers'][0]['loss']}"]
     elif run.kd_info:
         tags += ["on-policy-distillation", f"gkd-lmbda-{run.kd_info['lmbda']}"]
 

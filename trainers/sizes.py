@@ -355,8 +355,8 @@ SIZES: dict[str, StudentSize] = {
             )
             for target, shape in [
                 ("90M", MinitronShape(hidden_size=576, num_layers=24, kv_groups=3, intermediate_size=1024)),
-                ("60M", MinitronShape(hidden_size=448, num_layers=20, kv_groups=3, intermediate_size=896)),
-                ("30M", MinitronShape(hidden_size=256, num_layers=16, kv_groups=2, intermediate_size=1024)),
+                ("60M", MinitronShape(hidden_size=432, num_layers=20, kv_groups=3, intermediate_size=960)),
+                ("30M", MinitronShape(hidden_size=264, num_layers=16, kv_groups=2, intermediate_size=1024)),
             ]
         ],
         StudentSize(

@@ -22,7 +22,7 @@ from transformers.utils import ModelOutput
 from trl import SFTTrainer
 
 from scalingdown.compat import FusedCausalLMOutput, patch_student_forward
-from trainers.chunked_kd import DistillationTargets, KDTerms, chunked_kd_terms
+from trainers.chunked_kd import DistillationTargets, KDTerms, chunked_kd_terms, cross_terms
 
 KERNEL_DEVICES = ("cuda", "xpu")  # where TRL's Triton kernel already scores only the labelled positions
 
@@ -100,9 +100,10 @@ def labelled_logits_forward(model, backbone_kwargs: dict, labels: torch.Tensor) 
 def distillation_forward(model, backbone_kwargs: dict, labels: torch.Tensor, targets: DistillationTargets) -> KDTerms:
     """Backbone over every position, then the KD objective through the LM head in chunks of labelled positions."""
     hidden, label_targets, mask = labelled_hidden_states(model, backbone_kwargs, labels)
+    head = model.get_output_embeddings()
     terms = chunked_kd_terms(
         hidden,
-        model.get_output_embeddings(),
+        head,
         label_targets,
         targets.teacher_ids,
         targets.teacher_logprobs,
@@ -110,6 +111,11 @@ def distillation_forward(model, backbone_kwargs: dict, labels: torch.Tensor, tar
         targets.token_weights,
         targets.chunk_tokens,
     )
+    if targets.cross:
+        weighted = [c.weight * cross_terms(hidden, head, label_targets, c, targets.chunk_tokens) for c in targets.cross]
+        cross = torch.stack(weighted).sum()
+        terms["objective"] = terms.objective + targets.objective.alpha * cross
+        terms["cross"] = cross.detach()
     terms["label_mask"] = mask  # ModelOutput: a key and an attribute
     return terms
 
