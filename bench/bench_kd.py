@@ -143,7 +143,7 @@ def storage(args) -> None:
     )
     from datasets_builders.teachers import resolve_model_source
     from scalingdown.dataset_repo import write_data_files
-    from trainers.kd_losses import distillation_loss
+    from trainers.kd_losses import storage_fidelity
 
     ks = sorted(int(k) for k in args.ks.split(","))
     rows = [dict(r) for r in load_dataset(args.dataset, split="train")]
@@ -192,19 +192,11 @@ def storage(args) -> None:
         stored = torch.cat(
             [torch.from_numpy(teacher_logprobs({**encode_logprobs(v[:, :k]), "k": k})) for _, v, _ in scored[:16]]
         )
-        student = torch.randn(ids.shape[0], len(scorer.tokenizer)) * 2
-        results = []
-        for values in (stored, exact):
-            logits = student.clone().requires_grad_(True)
-            loss = distillation_loss(logits, ids, values, "fkl").mean()
-            loss.backward()
-            results.append((loss.item(), logits.grad.flatten().double()))
-        (loss_stored, grad_stored), (loss_exact, grad_exact) = results
-        cosine = torch.nn.functional.cosine_similarity(grad_stored, grad_exact, dim=0).item()
+        fidelity = storage_fidelity(torch.randn(ids.shape[0], len(scorer.tokenizer)) * 2, ids, exact, stored)
         print(
-            f"k={k}, {ids.shape[0]} tokens, stored vs float32 log-probs: KD loss {loss_stored:.6f} vs {loss_exact:.6f} "
-            f"(relative difference {abs(loss_stored - loss_exact) / loss_exact:.1e}), gradient cosine {cosine:.7f}, "
-            f"max log-prob error {(stored - exact).abs().max().item():.3f}"
+            f"k={k}, {ids.shape[0]} tokens, stored vs float32 log-probs: KD loss {fidelity['stored']:.6f} vs "
+            f"{fidelity['exact']:.6f} (relative difference {fidelity['relative']:.1e}), gradient cosine "
+            f"{fidelity['cosine']:.7f}, max log-prob error {(stored - exact).abs().max().item():.3f}"
         )
 
 

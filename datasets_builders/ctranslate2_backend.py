@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from datasets_builders.teacher_base import Generation, GenerationSettings, TeacherPrompt
+from datasets_builders.teacher_base import Generation, GenerationSettings, TeacherPrompt, shared_prefix
 from datasets_builders.teachers import LocalTeacher
 from scalingdown.cache import cache_dir
 
@@ -74,7 +74,7 @@ def generate_ids(generator, tokenizer, prompts: list[list[int]], settings: Gener
         else dict(sampling_topk=1)
     )
     # The worked examples every prompt opens with are run once and their state cached (CTranslate2's static prompt).
-    head = shared_prefix(prompts)
+    head = shared_prefix(prompts) if settings.share_head else []
     generator.generate_batch(
         [tokenizer.convert_ids_to_tokens(row[len(head) :]) for row in prompts],
         static_prompt=tokenizer.convert_ids_to_tokens(head) if head else None,
@@ -85,16 +85,6 @@ def generate_ids(generator, tokenizer, prompts: list[list[int]], settings: Gener
         **sampling,
     )
     return rows
-
-
-def shared_prefix(prompts: list[list[int]], at_least: int = 16) -> list[int]:
-    """The token ids every prompt starts with, leaving each at least one token of its own; [] when under
-    ``at_least`` tokens (not worth a cached state)."""
-    shortest = min(len(row) for row in prompts) - 1
-    n = 0
-    while n < shortest and all(row[n] == prompts[0][n] for row in prompts):
-        n += 1
-    return prompts[0][:n] if n >= at_least else []
 
 
 class CTranslate2Teacher(LocalTeacher):

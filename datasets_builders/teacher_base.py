@@ -32,6 +32,8 @@ class GenerationSettings:
     backend: str = "transformers"
     # ctranslate2 only: int8 weights (outputs may differ slightly from float32's).
     int8: bool = False
+    # the worked examples every prompt opens with run once, their state copied to each row (shared_prefix)
+    share_head: bool = True
 
 
 @dataclass
@@ -65,3 +67,13 @@ def cut_at_stop(text: str, stop: list[str]) -> str:
     """Text up to the first stop string. Servers and ``generate()`` differ on whether they keep it; we never do."""
     cut = min((text.find(s) for s in stop if s and s in text), default=len(text))
     return text[:cut].strip()
+
+
+def shared_prefix(prompts: list[list[int]], at_least: int = 16) -> list[int]:
+    """The token ids every prompt starts with, leaving each at least one token of its own; [] when under
+    ``at_least`` tokens (not worth a cached state)."""
+    shortest = min(len(row) for row in prompts) - 1
+    n = 0
+    while n < shortest and all(row[n] == prompts[0][n] for row in prompts):
+        n += 1
+    return prompts[0][:n] if n >= at_least else []

@@ -12,6 +12,7 @@ converting the tokenizer and tensors is slow, loading the folder is not.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import logging
@@ -21,7 +22,14 @@ from pathlib import Path
 
 import torch
 
-from datasets_builders.teacher_base import Generation, GenerationSettings, Teacher, TeacherPrompt, cut_at_stop
+from datasets_builders.teacher_base import (
+    Generation,
+    GenerationSettings,
+    Teacher,
+    TeacherPrompt,
+    cut_at_stop,
+    shared_prefix,
+)
 from scalingdown.cache import cache_dir
 from scalingdown.errors import UserError
 
@@ -218,8 +226,27 @@ class TransformersTeacher(LocalTeacher):
         return [r for r in results if r is not None]
 
     def generate_batch(self, batch: list[list[int]], settings: GenerationSettings) -> list[Generation]:
-        """One ``generate()`` call over already-tokenized prompts, left-padded to the longest."""
-        padded = self.tokenizer.pad({"input_ids": batch}, padding=True, return_tensors="pt").to(self.device)
+        """One ``generate()`` call over already-tokenized prompts, left-padded to the longest.
+
+        The worked examples every prompt opens with are run once: their KV cache is copied to each row and only
+        the rest of each prompt is padded and prefilled (padding sits between the two; the attention mask and the
+        positions derived from it skip it).
+        """
+        head = shared_prefix(batch) if settings.share_head else []
+        padded = self.tokenizer.pad(
+            {"input_ids": [row[len(head) :] for row in batch]}, padding=True, return_tensors="pt"
+        )
+        inputs = {"input_ids": padded["input_ids"], "attention_mask": padded["attention_mask"]}
+        if head:
+            rows = len(batch)
+            inputs = {
+                "input_ids": torch.cat([torch.tensor([head] * rows), padded["input_ids"]], 1),
+                "attention_mask": torch.cat(
+                    [torch.ones(rows, len(head), dtype=torch.long), padded["attention_mask"]], 1
+                ),
+                "past_key_values": self.head_cache(head, rows),
+            }
+        inputs = {key: value.to(self.device) if torch.is_tensor(value) else value for key, value in inputs.items()}
         if settings.do_sample:
             torch.manual_seed(settings.seed)
         sampling = (
@@ -228,7 +255,7 @@ class TransformersTeacher(LocalTeacher):
             else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         )
         output = self.model.generate(
-            **padded,
+            **inputs,
             max_new_tokens=settings.max_new_tokens,
             use_cache=True,
             pad_token_id=self.tokenizer.pad_token_id,
@@ -236,8 +263,20 @@ class TransformersTeacher(LocalTeacher):
             tokenizer=self.tokenizer,
             **sampling,
         )
-        new_tokens = output[:, padded["input_ids"].shape[1] :]
+        new_tokens = output[:, inputs["input_ids"].shape[1] :]
         return [self.decode(row.tolist(), settings) for row in new_tokens]
+
+    def head_cache(self, head: list[int], rows: int):
+        """The KV cache of ``head`` (computed once per distinct head), copied for ``rows`` rows."""
+        from transformers import DynamicCache
+
+        if getattr(self, "_head", None) != head:
+            cache = DynamicCache(config=self.model.config)
+            self.model(input_ids=torch.tensor([head], device=self.device), past_key_values=cache, use_cache=True)
+            self._head, self._head_kv = list(head), cache
+        cache = copy.deepcopy(self._head_kv)
+        cache.batch_repeat_interleave(rows)
+        return cache
 
     def close(self) -> None:
         del self.model

@@ -96,6 +96,7 @@ def test_minitron_sizes_have_their_named_parameters_and_still_generate(smol_dir,
         size = get_size(name)
         assert abs(size.parameter_counts()["total"] - target) / target < 0.05, name
         size.build_config().save_pretrained(tmp_path / name)  # what every checkpoint does: transformers validates it
+        assert f"hidden_size={size.build_config().hidden_size}" in size.shape()  # in the run's settings
     size = get_size("135M-minitron-30M")
     with pytest.raises(SizeError, match="make train"):
         size.build_model()

@@ -175,10 +175,9 @@ def test_real_smollm2_teacher_writes_consistent_rationales(tmp_path, hub_dir, sm
 def test_ctranslate2_backend_writes_what_transformers_writes(tiny_teacher_dir):
     """Same prompts, greedy, float32: CTranslate2 (push-data's backend) writes the transformers backend's texts and
     stops at the same stop strings; int8 weights still write text."""
-    from datasets_builders.ctranslate2_backend import shared_prefix
     from datasets_builders.rationales import build_prompt
     from datasets_builders.tasks import load_examples
-    from datasets_builders.teacher_base import GenerationSettings
+    from datasets_builders.teacher_base import GenerationSettings, shared_prefix
     from datasets_builders.teachers import load_teacher
 
     examples, _ = load_examples("synthetic_gsm", "train", limit=6)
@@ -194,6 +193,25 @@ def test_ctranslate2_backend_writes_what_transformers_writes(tiny_teacher_dir):
     assert [g.num_tokens for g in generations] == [g.num_tokens for g in reference]
     int8 = fast.generate(prompts, replace(settings, backend="ctranslate2", int8=True))
     assert len(int8) == len(prompts) and all(0 < g.num_tokens <= 24 for g in int8)
+
+
+def test_the_worked_examples_run_once_and_change_no_greedy_text(tiny_teacher_dir):
+    """transformers: the shared head's KV cache copied to every row gives the texts of prefilling whole prompts."""
+    from datasets_builders.rationales import WorkedExample, build_prompt
+    from datasets_builders.tasks import load_examples
+    from datasets_builders.teacher_base import GenerationSettings, shared_prefix
+    from datasets_builders.teachers import load_teacher
+
+    examples = list(load_examples("synthetic_gsm", "train", limit=9)[0])
+    shots = [WorkedExample(r["question"], None, r["answer"], r["gold_rationale"]) for r in examples[6:]]
+    prompts = [build_prompt(r["question"], None, r["answer"], "numeric", "teacher_forced", shots) for r in examples[:6]]
+    teacher = load_teacher(str(tiny_teacher_dir))
+    assert len(shared_prefix(teacher.encode(prompts))) > 100  # three worked examples as chat turns
+    settings = GenerationSettings(max_new_tokens=24, batch_size=4, stop=["\n\n\n"])
+    whole = teacher.generate(prompts, replace(settings, share_head=False))
+    cached = teacher.generate(prompts, settings)
+    assert [g.text for g in cached] == [g.text for g in whole] and any(g.text for g in whole)
+    assert [g.num_tokens for g in cached] == [g.num_tokens for g in whole]
 
 
 @pytest.mark.teacher

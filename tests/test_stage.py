@@ -79,6 +79,9 @@ def test_resuming_an_explicit_output_dir_with_other_settings_is_refused(tmp_path
     (output_dir / "checkpoint-2" / "trainer_state.json").write_text("{}")
 
     assert prepare_output_dir(train_configs(tmp_path)[1], "train", "repo", settings)[1].endswith("checkpoint-2")
+    (output_dir / "checkpoint-4").mkdir()  # a run killed while saving: no state, never resumed from
+    assert prepare_output_dir(train_configs(tmp_path)[1], "train", "repo", settings)[1].endswith("checkpoint-2")
+    assert (output_dir / "checkpoint-4.incomplete").is_dir()
     changed = {"inputs": {"dataset_revision": "bbb"}, "training": {"learning_rate": 0.003, "seed": 1}}
     with pytest.raises(SettingsChanged, match=r"inputs.dataset_revision: 'aaa' -> 'bbb'; training.seed: 0 -> 1"):
         prepare_output_dir(train_configs(tmp_path)[1], "train", "repo", changed)

@@ -40,13 +40,3 @@ def gkd_trainer(model, teacher_model, training_args: SFTConfig, kd_args, rows: D
         processing_class=tokenizer,
         peft_config=peft_config,
     )
-
-
-def describe(kd_args) -> dict:
-    """What the card records of an on-policy run."""
-    return {
-        "lmbda": kd_args.lmbda,
-        "beta": kd_args.beta,
-        "temperature": kd_args.temperature,
-        "max_new_tokens": kd_args.max_new_tokens,
-    }

@@ -131,7 +131,11 @@ class DistillationArguments:
     def objective(self) -> KDObjective:
         return KDObjective(self.alpha, self.kd_loss, self.temperature, self.kd_tail, self.bild_k)
 
-    def describe(self) -> dict:
+    def describe(self, method: str = "kd") -> dict:
+        """What the card records of a distillation run's options (``method`` kd or gkd)."""
+        if method == "gkd":
+            keys = ("lmbda", "beta", "temperature", "max_new_tokens")
+            return {key: getattr(self, key) for key in keys}
         return {
             "alpha": self.alpha,
             "kd_loss": self.kd_loss,
@@ -140,6 +144,10 @@ class DistillationArguments:
             "kd_source": self.kd_source,
             **({"bild_k": self.bild_k} if self.kd_loss == "bild" else {}),
         }
+
+    def online_teacher(self, dataset_teachers: list[str]) -> str:
+        """The teacher an online run loads: ``--kd_teacher``, else the first (sorted) teacher of the dataset."""
+        return self.kd_teacher or sorted(set(dataset_teachers))[0]
 
 
 @dataclass

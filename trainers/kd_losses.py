@@ -163,3 +163,23 @@ def teacher_top_k(teacher_logits: torch.Tensor, k: int) -> tuple[torch.Tensor, t
         return ids, logprobs
     values, ids = logprobs.topk(k, dim=-1)
     return ids, values
+
+
+def storage_fidelity(
+    student_logits: torch.Tensor, teacher_ids: torch.Tensor, exact: torch.Tensor, stored: torch.Tensor
+) -> dict[str, float]:
+    """How much storing the teacher's log-probs (``stored`` vs ``exact``) moves the forward-KL loss of a fixed
+    student and its gradient: ``{"exact", "stored", "relative", "cosine"}``."""
+    results = []
+    for values in (exact, stored):
+        logits = student_logits.detach().clone().requires_grad_(True)
+        loss = distillation_loss(logits, teacher_ids, values, "fkl").mean()
+        loss.backward()
+        results.append((loss.item(), logits.grad.flatten().double()))
+    (loss_exact, grad_exact), (loss_stored, grad_stored) = results
+    return {
+        "exact": loss_exact,
+        "stored": loss_stored,
+        "relative": abs(loss_stored - loss_exact) / loss_exact,
+        "cosine": torch.nn.functional.cosine_similarity(grad_exact, grad_stored, dim=0).item(),
+    }

@@ -285,7 +285,7 @@ def distillation_data(
         kd_rows, info, cross = offline_rows(location, student, kd_args, script_args.teachers, tokenizer)
         teacher_model = None
     else:
-        spec = kd_args.kd_teacher or sorted(set(load_dataset(location, split="train")["teacher"]))[0]
+        spec = kd_args.online_teacher(load_dataset(location, split="train")["teacher"])
         teacher_model, info = load_online_teacher(spec, student)
         cross = []
         info["k"] = kd_args.kd_top_k or "vocabulary"
@@ -329,9 +329,9 @@ def build_run(
 
     kd_info, example_user, text_rows = None, rows[0]["messages"][-2]["content"], rows
     if script_args.method == "gkd":
-        spec = kd_args.kd_teacher or teachers[0]
+        spec = kd_args.online_teacher(teachers)
         teacher_model, kd_info = load_online_teacher(spec, tokenizer_identity(tokenizer, size.source))
-        kd_info = {**kd_info, **gkd.describe(kd_args)}
+        kd_info = {**kd_info, **kd_args.describe("gkd")}
     elif script_args.method == "kd":
         rows, teacher_model, kd_info, cross = distillation_data(script_args, kd_args, location, rows, tokenizer, size)
         if training_args.packing or training_args.padding_free or training_args.truncation_mode != "keep_start":

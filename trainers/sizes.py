@@ -22,6 +22,7 @@ a ``pretrained`` size whose checkpoint is the ``pretrain-8M`` model repo on the 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +96,16 @@ class StudentSize:
     def base_model(self) -> str | None:
         """The Hub id a card names as ``base_model`` (None when trained from scratch)."""
         return None if self.init == "scratch" else (self.hub_id or self.source)
+
+    def shape(self) -> str | None:
+        """What fixes the student's architecture beyond its source (None: the source's own)."""
+        if self.init == "scratch":
+            return json.dumps(self.architecture, sort_keys=True)
+        if self.init == "pruned":
+            return f"keep_layers={self.keep_layers}"
+        if self.init == "minitron":
+            return repr(self.minitron)
+        return None
 
     def build_config(self):
         """The student's config, without building weights (cheap; reads at most a config.json)."""

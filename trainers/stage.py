@@ -130,6 +130,7 @@ class Inputs:
     dataset_revision: str | None
     base_model: str | None = None  # from_pretrained source; None from scratch
     base_revision: str | None = None
+    student_shape: str | None = None  # what the size cuts or builds (a size redefined is a new run)
 
 
 def pin_inputs(
@@ -158,6 +159,7 @@ def pin_inputs(
         dataset_revision=(revision or "").strip() or None,
         base_model=base,
         base_revision=(base_revision or "").strip() or None,
+        student_shape=size.shape(),
     )
 
 
@@ -192,6 +194,14 @@ def differences(saved: dict, settings: dict, prefix: str = "") -> list[str]:
     return found
 
 
+def last_complete_checkpoint(output_dir: Path) -> str | None:
+    """The newest ``checkpoint-N`` that was saved whole (a run killed while saving leaves one without its state)."""
+    while (last := get_last_checkpoint(str(output_dir))) and not (Path(last) / "trainer_state.json").is_file():
+        logger.warning("%s was not saved whole (no trainer_state.json): set aside as %s.incomplete", last, last)
+        Path(last).rename(f"{last}.incomplete")
+    return last
+
+
 def prepare_output_dir(training_args, stage: str, repo: str, settings: dict) -> tuple[Path, str | None]:
     """``(output folder, checkpoint to resume from)``; also turns on what every run logs (TensorBoard, tokens).
     ``save_settings`` records the settings once the run is built.
@@ -205,7 +215,7 @@ def prepare_output_dir(training_args, stage: str, repo: str, settings: dict) -> 
     saved_file = output_dir / SETTINGS_FILE
     last_checkpoint = None
     if output_dir.is_dir() and training_args.resume_from_checkpoint is None:
-        last_checkpoint = get_last_checkpoint(str(output_dir))
+        last_checkpoint = last_complete_checkpoint(output_dir)
     if (last_checkpoint or training_args.resume_from_checkpoint) and saved_file.is_file():
         changed = differences(json.loads(saved_file.read_text()), settings)
         if changed:
