@@ -6,7 +6,8 @@
 Same teacher, the teacher-forced synthetic_gsm prompts push-data builds (``--shots`` worked examples from the train
 split open each), greedy. The previous path is transformers float32 at
 batch 16; the levers are timed on their own too (transformers at the new batch size, CTranslate2 int8) and
-the current path is push-data's defaults (``PushDataArguments``: CTranslate2, float32). Paths run
+the current path is push-data's defaults (``PushDataArguments``: transformers float32, batch 16, the worked examples
+run once per batch). Paths run
 interleaved, one chunk of prompts at a time, so machine load hits each alike.
 Prints tokens/s per path, the share of outputs identical to the previous path's, the fraction of the FLOP limit
 (2 x parameters FLOPs per generated token against this run's matmul probe) and, last, the speed-up.

@@ -93,10 +93,13 @@ class PushDataArguments:
     )
     mode: str = field(default="teacher_forced", metadata={"help": f"Prompt mode, one of {PROMPT_MODES}."})
     max_new_tokens: int = field(default=128, metadata={"help": "Longest rationale, in tokens."})
-    batch_size: int = field(default=64, metadata={"help": "Prompts per generate() call."})
+    batch_size: int = field(default=16, metadata={"help": "Prompts per generate() call."})
     backend: str = field(
-        default="ctranslate2",
-        metadata={"help": "Local teachers' inference library: ctranslate2 (fast on CPU) or transformers."},
+        default="transformers",
+        metadata={
+            "help": "Local teachers' inference library: transformers (the worked examples run once per batch: "
+            "fastest on push-data's prompts, bench/bench_generation.py) or ctranslate2."
+        },
     )
     int8: bool = field(
         default=False,
