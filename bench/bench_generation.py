@@ -4,11 +4,11 @@
     python bench/bench_generation.py --smoke --teacher path/to/tokenizer-folder   # seconds: the suite runs it
 
 Same teacher, the teacher-forced synthetic_gsm prompts push-data builds (``--shots`` worked examples from the train
-split open each), greedy. The previous path is transformers float32 at
-batch 16; the levers are timed on their own too (transformers at the new batch size, CTranslate2 int8) and
-the current path is push-data's defaults (``PushDataArguments``: transformers float32, batch 16, the worked examples
-run once per batch). Paths run
-interleaved, one chunk of prompts at a time, so machine load hits each alike.
+split open each), greedy. The previous path is transformers float32 at batch 16, every prompt prefilled whole; the
+levers are timed on their own (the worked examples run once per batch at batch 16 and at push-data's batch size,
+CTranslate2 with its static prompt, int8 with ``--int8``) and the path marked ``push-data:`` is
+``PushDataArguments``' defaults. Paths run interleaved, one chunk of prompts at a time, so machine load hits each
+alike.
 Prints tokens/s per path, the share of outputs identical to the previous path's, the fraction of the FLOP limit
 (2 x parameters FLOPs per generated token against this run's matmul probe) and, last, the speed-up.
 """

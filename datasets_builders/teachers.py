@@ -196,6 +196,7 @@ class TransformersTeacher(LocalTeacher):
         torch_dtype = _pick_dtype(dtype, self.device)
         self.model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype).to(self.device).eval()
         self.uses_chat = self.tokenizer.chat_template is not None
+        self._head, self._head_kv = None, None  # the last shared head of a batch and its KV cache (head_cache)
 
     def describe(self) -> dict[str, str]:
         packaged = PACKAGED_TEACHERS.get(self.name)
@@ -239,13 +240,11 @@ class TransformersTeacher(LocalTeacher):
         inputs = {"input_ids": padded["input_ids"], "attention_mask": padded["attention_mask"]}
         if head:
             rows = len(batch)
-            inputs = {
-                "input_ids": torch.cat([torch.tensor([head] * rows), padded["input_ids"]], 1),
-                "attention_mask": torch.cat(
-                    [torch.ones(rows, len(head), dtype=torch.long), padded["attention_mask"]], 1
-                ),
-                "past_key_values": self.head_cache(head, rows),
-            }
+            inputs["input_ids"] = torch.cat([torch.tensor([head] * rows), inputs["input_ids"]], 1)
+            inputs["attention_mask"] = torch.cat(
+                [torch.ones(rows, len(head), dtype=torch.long), inputs["attention_mask"]], 1
+            )
+            inputs["past_key_values"] = self.head_cache(head, rows)
         inputs = {key: value.to(self.device) if torch.is_tensor(value) else value for key, value in inputs.items()}
         if settings.do_sample:
             torch.manual_seed(settings.seed)
@@ -270,7 +269,7 @@ class TransformersTeacher(LocalTeacher):
         """The KV cache of ``head`` (computed once per distinct head), copied for ``rows`` rows."""
         from transformers import DynamicCache
 
-        if getattr(self, "_head", None) != head:
+        if self._head != head:
             cache = DynamicCache(config=self.model.config)
             self.model(input_ids=torch.tensor([head], device=self.device), past_key_values=cache, use_cache=True)
             self._head, self._head_kv = list(head), cache

@@ -57,7 +57,7 @@ class DistillationArguments:
     logits_config: str | None = field(
         default=None,
         metadata={
-            "help": "Dataset config with the stored logits (default: the logits-* one sharing the student's tokenizer)."
+            "help": "Offline: the one logits-* config that teaches (default: every one, see --kd_teacher_weights)."
         },
     )
     kd_teacher_weights: str | None = field(
@@ -228,7 +228,7 @@ def offline_rows(
             raise LogitsError(f"no training rows have a rationale by {sorted(wanted)}")
         return rows
 
-    total = sum(weights[configs[n][0]["logits_teacher"]] for n in chosen)
+    total = sum(weights.values())
     if same:
         rows = keep_writers(configs[same[0]]).map(with_labels)
         first = rows[0]
@@ -236,9 +236,7 @@ def offline_rows(
         info |= {key: first[key] for key in ("tokenizer", "tokenizer_hash", "vocab_size")}
         info["teacher_weight"] = round(weights[first["logits_teacher"]] / total, 4)
     else:
-        default = keep_writers(load_dataset(location, split="train"))
-        rows = default.map(lambda row: {**tokenize_conversation(tokenizer, row["messages"]), "id": row["id"]})
-        rows = rows.map(with_labels)
+        rows = tokenized_rows(keep_writers(load_dataset(location, split="train")), tokenizer)
         info = {"logits_config": None, "logits_teacher": None, "teacher_weight": 0.0}
     keep = ["input_ids", "labels", *TEACHER_COLUMNS]
     crossing, described = [], []
@@ -285,8 +283,8 @@ def teacher_tokenizer(stored: dict):
         ) from error
 
 
-ALIGN_COLUMNS = ("topk_ids", "top_logprob", "logprob_gaps", "logprob_step", "topk_logprobs", "k")
-ALIGN_COLUMNS += ("token_logprob", "token_chars")
+# what align_row reads of a stored row: its top-k (either layout) and what aligns it with the student's tokens
+ALIGN_COLUMNS = (*(c for c in TEACHER_COLUMNS if c != "span_start"), "token_logprob", "token_chars")
 
 
 def align_row(row: dict, index: dict, tokenizer, i: int, config: str) -> dict:
@@ -315,15 +313,19 @@ def align_row(row: dict, index: dict, tokenizer, i: int, config: str) -> dict:
     }
 
 
-def online_rows(rationale_rows: Dataset, tokenizer) -> Dataset:
-    """The ``default`` rows tokenized exactly as the logits builder does, with labels."""
+def tokenized_rows(rationale_rows: Dataset, tokenizer) -> Dataset:
+    """The ``default`` rows tokenized exactly as the logits builder does, with the assistant span and labels."""
 
     def tokenize(row: dict) -> dict:
         encoded = tokenize_conversation(tokenizer, row["messages"])
         return {**encoded, **with_labels(encoded)}
 
-    rows = rationale_rows.map(tokenize)
-    return rows.select_columns(["input_ids", "labels"])
+    return rationale_rows.map(tokenize)
+
+
+def online_rows(rationale_rows: Dataset, tokenizer) -> Dataset:
+    """What online KD trains on: the tokenized ``default`` rows' ids and labels."""
+    return tokenized_rows(rationale_rows, tokenizer).select_columns(["input_ids", "labels"])
 
 
 class DistillationCollator:
