@@ -5,10 +5,10 @@
 
 Same teacher, the teacher-forced synthetic_gsm prompts push-data builds (``--shots`` worked examples from the train
 split open each), greedy. The previous path is transformers float32 at batch 16, every prompt prefilled whole; the
-levers are timed on their own (the worked examples run once per batch at batch 16 and at push-data's batch size,
-CTranslate2 with its static prompt, int8 with ``--int8``) and the path marked ``push-data:`` is
-``PushDataArguments``' defaults. Paths run interleaved, one chunk of prompts at a time, so machine load hits each
-alike.
+levers are timed on their own (the worked examples run once per batch, float32 at batch 16 and 64 and linear layers
+in int8 at batch 16 and 32; CTranslate2 with its static prompt, and its int8 with ``--int8``), and the path marked
+``push-data:`` is ``PushDataArguments``' defaults. Paths run interleaved, one chunk of prompts at a time, so machine
+load hits each alike.
 Prints tokens/s per path, the share of outputs identical to the previous path's, the fraction of the FLOP limit
 (2 x parameters FLOPs per generated token against this run's matmul probe) and, last, the speed-up.
 """
@@ -85,11 +85,15 @@ def main() -> None:
 
     levers = [
         ("transformers float32, head run once", replace(current, backend="transformers", int8=False, batch_size=16)),
-        ("transformers float32, head run once", replace(current, backend="transformers", int8=False)),
-        ("ctranslate2 float32, static prompt", replace(current, backend="ctranslate2", int8=False)),
+        ("transformers float32, head run once", replace(current, backend="transformers", int8=False, batch_size=64)),
+        ("transformers int8, head run once", replace(current, backend="transformers", int8=True, batch_size=16)),
+        ("transformers int8, head run once", replace(current, backend="transformers", int8=True, batch_size=32)),
+        ("ctranslate2 float32, static prompt", replace(current, backend="ctranslate2", int8=False, batch_size=64)),
     ]
     if args.int8:
         levers.append(("ctranslate2 int8, static prompt", replace(current, backend="ctranslate2", int8=True)))
+    if current not in [settings for _, settings in levers]:
+        levers.append(("push-data's defaults", current))
     paths = [TimedPath("previous: transformers float32, batch 16", load_teacher(spec), previous)]
     for name, settings in levers:
         default = settings == current

@@ -103,7 +103,10 @@ class PushDataArguments:
     )
     int8: bool = field(
         default=False,
-        metadata={"help": "ctranslate2: int8 weights (faster; on SmolLM2 they triple the repetitive rationales)."},
+        metadata={
+            "help": "int8 weights: ctranslate2's own, or (transformers, CPU) linear layers quantised dynamically. "
+            "Faster; outputs differ from float32's (bench/bench_generation.py prints how many stay identical)."
+        },
     )
     num_samples: int = field(default=1, metadata={"help": "Rationales sampled per (example, teacher)."})
     shots: int = field(
@@ -227,7 +230,7 @@ class PushDataArguments:
             seed=self.seed,
             batch_size=self.batch_size,
             backend=self.backend,
-            int8=self.int8 and self.backend == "ctranslate2",
+            int8=self.int8,
         )
 
     def filter_settings(self) -> FilterSettings:

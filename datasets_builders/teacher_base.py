@@ -30,7 +30,8 @@ class GenerationSettings:
     # transformers, or ctranslate2 (datasets_builders/ctranslate2_backend.py: the same prompts and decoding, faster
     # on CPU). Endpoints ignore it.
     backend: str = "transformers"
-    # ctranslate2 only: int8 weights (outputs may differ slightly from float32's).
+    # int8 weights: ctranslate2's own, or (transformers, CPU) linear layers quantised dynamically; outputs may
+    # differ slightly from float32's.
     int8: bool = False
     # the worked examples every prompt opens with run once, their state copied to each row (shared_prefix)
     share_head: bool = True

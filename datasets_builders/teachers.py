@@ -31,6 +31,7 @@ from datasets_builders.teacher_base import (
     shared_prefix,
 )
 from scalingdown.cache import cache_dir
+from scalingdown.compat import int8_linear, kv_cache_argument
 from scalingdown.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -197,6 +198,7 @@ class TransformersTeacher(LocalTeacher):
         self.model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype).to(self.device).eval()
         self.uses_chat = self.tokenizer.chat_template is not None
         self._head, self._head_kv = None, None  # the last shared head of a batch and its KV cache (head_cache)
+        self._int8_model = None  # built on the first int8 request (int8_model)
 
     def describe(self) -> dict[str, str]:
         packaged = PACKAGED_TEACHERS.get(self.name)
@@ -212,8 +214,7 @@ class TransformersTeacher(LocalTeacher):
 
     @torch.inference_mode()
     def generate(self, prompts: list[TeacherPrompt], settings: GenerationSettings) -> list[Generation]:
-        if settings.int8:
-            raise TeacherError("int8 weights come with the ctranslate2 backend: --backend ctranslate2, or --int8 false")
+        model = self.int8_model() if settings.int8 else self.model
         encoded = self.encode(prompts)
         # Longest first: batches of similar length waste little on padding, and an out-of-memory
         # error shows up in the first batch rather than after an hour.
@@ -221,13 +222,23 @@ class TransformersTeacher(LocalTeacher):
         results: list[Generation | None] = [None] * len(encoded)
         for start in range(0, len(order), settings.batch_size):
             batch_ids = order[start : start + settings.batch_size]
-            generations = self.generate_batch([encoded[i] for i in batch_ids], settings)
+            generations = self.generate_batch([encoded[i] for i in batch_ids], settings, model)
             for index, generation in zip(batch_ids, generations, strict=True):
                 results[index] = generation
         return [r for r in results if r is not None]
 
-    def generate_batch(self, batch: list[list[int]], settings: GenerationSettings) -> list[Generation]:
-        """One ``generate()`` call over already-tokenized prompts, left-padded to the longest.
+    def int8_model(self):
+        """The model with its linear layers' weights in int8, activations quantised per batch (CPU only): about a
+        quarter of the weight bytes each decode step reads, which is what bounds small-batch decoding here."""
+        if self.device != "cpu":
+            raise TeacherError("--int8 with the transformers backend quantises for CPU; on a GPU use --int8 false")
+        if self._int8_model is None:
+            self._int8_model = int8_linear(copy.deepcopy(self.model)).eval()
+        return self._int8_model
+
+    def generate_batch(self, batch: list[list[int]], settings: GenerationSettings, model=None) -> list[Generation]:
+        """One ``generate()`` call over already-tokenized prompts, left-padded to the longest (``model``: the
+        teacher's own, or its int8 copy).
 
         The worked examples every prompt opens with are run once: their KV cache is copied to each row and only
         the rest of each prompt is padded and prefilled (padding sits between the two; the attention mask and the
@@ -244,7 +255,7 @@ class TransformersTeacher(LocalTeacher):
             inputs["attention_mask"] = torch.cat(
                 [torch.ones(rows, len(head), dtype=torch.long), inputs["attention_mask"]], 1
             )
-            inputs["past_key_values"] = self.head_cache(head, rows)
+            inputs[kv_cache_argument()] = self.head_cache(head, rows, model)
         inputs = {key: value.to(self.device) if torch.is_tensor(value) else value for key, value in inputs.items()}
         if settings.do_sample:
             torch.manual_seed(settings.seed)
@@ -253,7 +264,7 @@ class TransformersTeacher(LocalTeacher):
             if settings.do_sample
             else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         )
-        output = self.model.generate(
+        output = (model or self.model).generate(
             **inputs,
             max_new_tokens=settings.max_new_tokens,
             use_cache=True,
@@ -265,14 +276,16 @@ class TransformersTeacher(LocalTeacher):
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         return [self.decode(row.tolist(), settings) for row in new_tokens]
 
-    def head_cache(self, head: list[int], rows: int):
-        """The KV cache of ``head`` (computed once per distinct head), copied for ``rows`` rows."""
+    def head_cache(self, head: list[int], rows: int, model=None):
+        """The KV cache of ``head`` (computed once per distinct head and model), copied for ``rows`` rows."""
         from transformers import DynamicCache
 
-        if self._head != head:
-            cache = DynamicCache(config=self.model.config)
-            self.model(input_ids=torch.tensor([head], device=self.device), past_key_values=cache, use_cache=True)
-            self._head, self._head_kv = list(head), cache
+        model = model or self.model
+        if self._head != (id(model), head):
+            cache = DynamicCache(config=model.config)
+            head_ids = torch.tensor([head], device=self.device)
+            model(input_ids=head_ids, use_cache=True, **{kv_cache_argument(): cache})
+            self._head, self._head_kv = (id(model), list(head)), cache
         cache = copy.deepcopy(self._head_kv)
         cache.batch_repeat_interleave(rows)
         return cache

@@ -84,6 +84,39 @@ def dataset_info_yaml(info) -> dict:
     return info._to_yaml_dict()
 
 
+# ==== transformers: the KV cache argument ========================================================================
+# transformers 5.24 renamed the ``past_key_values`` argument of ``forward``/``generate`` to ``cache``; the old name
+# warns and goes in 6.0, and 5.0-5.23 know only it. Checked against transformers 5.24.0 (installed).
+
+
+@functools.cache
+def kv_cache_argument() -> str:
+    """The name ``model(...)`` and ``model.generate(...)`` take a prefilled KV cache by: ``cache`` or
+    ``past_key_values``."""
+    import inspect
+
+    from transformers import LlamaForCausalLM
+
+    return "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
+
+
+# ==== torch: int8 dynamic quantisation of linear layers ============================================================
+# ``torch.ao.quantization.quantize_dynamic`` is deprecated in favour of torchao (which has no fast CPU int8 path
+# without torch.compile); it still ships in torch 2.13 (installed), which is what this was checked against.
+
+
+def int8_linear(model):
+    """``model`` (in place) with every ``nn.Linear`` holding int8 weights and quantising its input per call."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+
+
 # ==== TRL: the student forward hook (trainers/student_trainer.py) ===============================================
 # Private: TRL's SFTTrainer.__init__ replaces the model's ``forward`` with one that takes ``fused_lm_head=True``
 # (``trl.trainer.utils.add_fused_lm_head``) and returns ``trl.trainer.utils.FusedCausalLMOutput``. The students wrap

@@ -118,6 +118,12 @@ def best_teacher_variants(rows: list[dict], variant: str = "cot") -> list[str]:
     return sorted(r["model"] for r in best.values())
 
 
+def accuracy_variants(study: dict) -> list[str]:
+    """The eval variants scored by accuracy (``cot``, ``mc``): each gets its best teachers on test and its report."""
+    variants = str(study["eval"].get("variants") or "cot").split(",")
+    return [v.strip() for v in variants if v.strip() and v.strip() != "nll"] or ["cot"]
+
+
 def board_rows(task: str) -> list[dict]:
     from eval.leaderboard import load_board
     from scalingdown.hub import HubTarget
@@ -154,29 +160,50 @@ def _acc(row: dict | None) -> str:
 
 
 def report(study: dict, timings: list[dict], folder: Path) -> Path:
-    """``report.md`` and ``scaling_down.png`` in ``folder``: the answer, tables, baseline and wall times."""
+    """``report.md`` and ``scaling_down.png`` in ``folder``: per variant the answer, plot and tables; the
+    baseline and wall times."""
+    task = study["task"]
+    board, baseline = board_rows(task), majority_baseline(task)
+    variants = accuracy_variants(study)
+    lines = [f"# Study: {study['name']}", ""]
+    for variant in variants:
+        plot = "scaling_down.png" if variant == variants[0] else f"scaling_down-{variant}.png"
+        lines += variant_report(board, task, variant, baseline, folder / plot, titled=len(variants) > 1)
+    if baseline:
+        lines += [
+            f"Majority baseline (every answer {baseline['answer']!r}, the train split's most common): "
+            f"{100 * baseline['accuracy']:.1f} ± {100 * baseline['stderr']:.1f} on test.",
+            "",
+        ]
+    lines += ["## Wall time", "", "| step | command | seconds |", "| --- | --- | ---: |"]
+    lines += [f"| {t['step']} | `{t['command']}` | {t['seconds']:.0f} |" for t in timings]
+    lines.append(f"| total | | {sum(t['seconds'] for t in timings):.0f} |")
+    path = folder / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def variant_report(board: list[dict], task: str, variant: str, baseline: dict | None, plot: Path, titled: bool):
+    """One variant's answer, plot and tables (markdown lines); the plot is written to ``plot``."""
     from eval.leaderboard import split_rows
     from eval.plots import scaling_down_figure
     from eval.report import run_label, scaling_down_answer
 
-    task = study["task"]
-    rows = [r for r in board_rows(task) if r["variant"] == "cot"]
+    rows = [r for r in board if r["variant"] == variant]
     test, validation = split_rows(rows, "test"), split_rows(rows, "validation")
     on_validation = {r["model"]: r for r in validation}
-    baseline = majority_baseline(task)
-    answer = scaling_down_answer(test, task, "cot", validation)
-    figure = scaling_down_figure(test, task, "cot", baseline=baseline)
-    figure.savefig(folder / "scaling_down.png")
-
-    lines = [f"# Study: {study['name']}", "", answer, "", "![scaling down](scaling_down.png)", ""]
-    lines += ["## Teachers", "", "| teacher variant | params | validation | test |", "| --- | ---: | ---: | ---: |"]
+    answer = scaling_down_answer(test, task, variant, validation)
+    scaling_down_figure(test, task, variant, baseline=baseline).savefig(plot)
+    lines = [f"## Variant `{variant}`", ""] if titled else []
+    lines += [answer, "", f"![scaling down]({plot.name})", ""]
+    lines += ["### Teachers", "", "| teacher variant | params | validation | test |", "| --- | ---: | ---: | ---: |"]
     teachers = sorted({r["model"] for r in rows if r["role"] == "teacher"})
     by_test = {r["model"]: r for r in test}
     for name in teachers:
         params = next(r.get("params_total") for r in rows if r["model"] == name)
         size = f"{params / 1e6:.1f}M" if params else "–"
         lines.append(f"| {name} | {size} | {_acc(on_validation.get(name))} | {_acc(by_test.get(name))} |")
-    lines += ["", "## Students (accuracy %, validation / test)", ""]
+    lines += ["", "### Students (accuracy %, validation / test)", ""]
     students = [r for r in rows if r["role"] != "teacher"]
     labels = sorted({run_label(r) for r in students})
     sizes = sorted({(r.get("params_total") or 0, r.get("size") or "?") for r in students})
@@ -190,18 +217,7 @@ def report(study: dict, timings: list[dict], folder: Path) -> Path:
                 " / ".join([_acc(on_validation.get(n)) + " / " + _acc(by_test.get(n)) for n in sorted(names)] or ["–"])
             )
         lines.append(f"| {size} | {params / 1e6:.1f}M | " + " | ".join(cells) + " |")
-    if baseline:
-        lines += [
-            "",
-            f"Majority baseline (every answer {baseline['answer']!r}, the train split's most common): "
-            f"{100 * baseline['accuracy']:.1f} ± {100 * baseline['stderr']:.1f} on test.",
-        ]
-    lines += ["", "## Wall time", "", "| step | command | seconds |", "| --- | --- | ---: |"]
-    lines += [f"| {t['step']} | `{t['command']}` | {t['seconds']:.0f} |" for t in timings]
-    lines.append(f"| total | | {sum(t['seconds'] for t in timings):.0f} |")
-    path = folder / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return [*lines, ""]
 
 
 # -- running ------------------------------------------------------------------------------------------
@@ -267,10 +283,13 @@ def main(argv: list[str] | None = None) -> Path | None:
         record(eval_step(study, "validation"))
         validation = [r for r in board_rows(study["task"]) if r.get("split") == "validation"]
         students = f"{study['task']}-*"
-        record(eval_step(study, "test", ",".join([*best_teacher_variants(validation), students])))
+        teachers = sorted({m for v in accuracy_variants(study) for m in best_teacher_variants(validation, v)})
+        record(eval_step(study, "test", ",".join([*teachers, students])))
     if "report" in parts:
         path = report(study, list(timings.values()), folder)
-        print(f"\n{path.read_text().splitlines()[2]}\n\nreport: {path}")
+        summary = path.read_text().split("## Wall time")[0].splitlines()
+        answers = [line for line in summary if line and not line.startswith(("#", "|", "!"))]
+        print("\n" + "\n".join(answers) + f"\n\nreport: {path}")
         return path
     return None
 

@@ -93,3 +93,37 @@ def test_no_module_but_compat_names_these_private_apis():
         if path.name != "compat.py" and private.search(path.read_text())
     ]
     assert offenders == []
+
+
+# -- transformers -----------------------------------------------------------------------------------------------
+
+
+def test_transformers_kv_cache_argument_is_what_forward_and_generate_take():
+    """A prefilled cache passed by that name is used: the next token's logits match a full forward pass."""
+    import warnings
+
+    import torch
+    from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+
+    from scalingdown.compat import kv_cache_argument
+
+    name = kv_cache_argument()
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=50,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+        )
+    ).eval()
+    ids = torch.tensor([[3, 7, 11, 5]])
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # the deprecated name would warn
+        cache = DynamicCache(config=model.config)
+        model(input_ids=ids[:, :3], use_cache=True, **{name: cache})
+        step = model(input_ids=ids[:, 3:], use_cache=True, **{name: cache}).logits[0, -1]
+        full = model(input_ids=ids).logits[0, -1]
+    assert cache.get_seq_length() == 4
+    torch.testing.assert_close(step, full, atol=1e-5, rtol=1e-4)

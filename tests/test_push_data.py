@@ -214,6 +214,33 @@ def test_the_worked_examples_run_once_and_change_no_greedy_text(tiny_teacher_dir
     assert [g.num_tokens for g in cached] == [g.num_tokens for g in whole]
 
 
+def test_transformers_int8_quantises_a_copy_and_repeats_its_texts(tiny_teacher_dir):
+    """--int8 with transformers: the linear layers of a copy hold int8 weights (the float32 model is untouched),
+    the copy's output stays close to float32's, and a repeated build writes the same texts. (Activations are
+    quantised per call, so a row's text can depend on the rows batched with it: the bench counts the agreement.)"""
+    import torch
+
+    from datasets_builders.rationales import build_prompt
+    from datasets_builders.tasks import load_examples
+    from datasets_builders.teacher_base import GenerationSettings
+    from datasets_builders.teachers import load_teacher
+
+    examples, _ = load_examples("synthetic_gsm", "train", limit=6)
+    prompts = [build_prompt(r["question"], None, r["answer"], "numeric", "teacher_forced") for r in examples]
+    teacher = load_teacher(str(tiny_teacher_dir))
+    settings = GenerationSettings(max_new_tokens=24, batch_size=4, stop=["\n\n\n"], int8=True)
+    cached = teacher.generate(prompts, settings)
+    again = load_teacher(str(tiny_teacher_dir)).generate(prompts, settings)
+    assert [g.text for g in cached] == [g.text for g in again] and all(0 < g.num_tokens <= 24 for g in cached)
+    quantised = teacher.int8_model()
+    linear = quantised.model.layers[0].mlp.down_proj
+    assert linear.weight().dtype == torch.qint8 and type(teacher.model.model.layers[0].mlp.down_proj) is torch.nn.Linear
+    ids = torch.tensor([teacher.encode(prompts[:1])[0]])
+    with torch.no_grad():
+        exact, approx = teacher.model(input_ids=ids).logits, quantised(input_ids=ids).logits
+    assert torch.nn.functional.cosine_similarity(exact.flatten(), approx.flatten(), dim=0) > 0.99
+
+
 @pytest.mark.teacher
 @pytest.mark.parametrize("backend", ["transformers", "ctranslate2"])
 def test_real_gemma3_base_teacher_answers_the_one_shot_plain_prompt(backend):
