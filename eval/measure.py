@@ -162,6 +162,20 @@ def ctranslate2_generate(lm, context, max_length: int, stop: list[str], attentio
     return torch.cat([context, new], dim=1)
 
 
+# lm-eval scores a log-likelihood batch from its whole [batch, tokens, vocab] float32 logits, held twice (logits and
+# log-softmax): Gemma-3's 262k vocabulary over 32 three-shot ARC contexts is about 20 GB. A batch is capped so that
+# a 512-token context fits SCORING_BYTES.
+SCORING_BYTES = 4 * 2**30
+SCORING_TOKENS = 512
+
+
+def loglikelihood_batch_size(batch_size: int, vocab_size: int | None) -> int:
+    """The batch a log-likelihood variant (mc, nll) runs at: ``batch_size``, fewer for a large vocabulary."""
+    if not vocab_size:
+        return batch_size
+    return max(1, min(batch_size, SCORING_BYTES // (2 * 4 * SCORING_TOKENS * vocab_size)))
+
+
 def measure(request: MeasureRequest) -> MeasureResult:
     """Run lm-eval on one model and task; raise on any failure (the caller turns it into a failed row)."""
     import lm_eval
@@ -184,6 +198,9 @@ def measure(request: MeasureRequest) -> MeasureResult:
         generator=generator,
     )
     config = task_config(request.lm_eval_task, request.dataset_path, request.max_gen_toks, request.chat, request.split)
+    if config.get("output_type") in ("loglikelihood", "multiple_choice"):
+        vocab = getattr(getattr(lm.model, "config", None), "vocab_size", None)
+        set_hflm_batch_size(lm, loglikelihood_batch_size(request.batch_size, vocab))
     output = simple_evaluate(
         model=lm,
         tasks=[config],

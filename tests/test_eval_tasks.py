@@ -110,6 +110,21 @@ def test_tasks_are_found_from_any_working_directory(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # and leave nothing behind there
 
 
+def test_log_likelihood_variants_run_at_a_batch_their_logits_fit():
+    """mc and nll score whole [batch, tokens, vocab] logits: Gemma-3's 262k vocabulary runs a few contexts at a
+    time (32 three-shot ARC contexts took 20 GB and were killed), SmolLM2's 49k most of the requested batch."""
+    from eval.measure import loglikelihood_batch_size
+
+    for variant in ("mc", "nll"):
+        config = runner_task_config(f"scalingdown_arc_easy_{variant}", "elsewhere/arc_easy-rationales")
+        assert config["output_type"] in ("loglikelihood", "multiple_choice")
+    assert runner_task_config(TASK_NAMES["arc_easy"], "x")["output_type"] == "generate_until"
+    assert loglikelihood_batch_size(32, 262_144) == 4
+    assert loglikelihood_batch_size(32, 49_152) == 21
+    assert loglikelihood_batch_size(8, 49_152) == 8 and loglikelihood_batch_size(32, None) == 32
+    assert loglikelihood_batch_size(32, 4_000_000) == 1
+
+
 def test_the_eval_stops_are_the_one_set_of_stop_strings():
     config = load_task_yaml(TASKS_DIR / f"{TASK_NAMES['gsm8k']}.yaml")
     assert tuple(config["generation_kwargs"]["until"]) == STOP_STRINGS
