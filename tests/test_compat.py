@@ -98,26 +98,17 @@ def test_no_module_but_compat_names_these_private_apis():
 # -- transformers -----------------------------------------------------------------------------------------------
 
 
-def test_transformers_kv_cache_argument_is_what_forward_and_generate_take():
+def test_transformers_kv_cache_argument_is_what_forward_and_generate_take(tiny_teacher_dir):
     """A prefilled cache passed by that name is used: the next token's logits match a full forward pass."""
     import warnings
 
     import torch
-    from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, DynamicCache
 
     from scalingdown.compat import kv_cache_argument
 
     name = kv_cache_argument()
-    model = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=50,
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-        )
-    ).eval()
+    model = AutoModelForCausalLM.from_pretrained(tiny_teacher_dir).eval()
     ids = torch.tensor([[3, 7, 11, 5]])
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)  # the deprecated name would warn
