@@ -214,7 +214,6 @@ class TransformersTeacher(LocalTeacher):
 
     @torch.inference_mode()
     def generate(self, prompts: list[TeacherPrompt], settings: GenerationSettings) -> list[Generation]:
-        model = self.int8_model() if settings.int8 else self.model
         encoded = self.encode(prompts)
         # Longest first: batches of similar length waste little on padding, and an out-of-memory
         # error shows up in the first batch rather than after an hour.
@@ -222,7 +221,7 @@ class TransformersTeacher(LocalTeacher):
         results: list[Generation | None] = [None] * len(encoded)
         for start in range(0, len(order), settings.batch_size):
             batch_ids = order[start : start + settings.batch_size]
-            generations = self.generate_batch([encoded[i] for i in batch_ids], settings, model)
+            generations = self.generate_batch([encoded[i] for i in batch_ids], settings)
             for index, generation in zip(batch_ids, generations, strict=True):
                 results[index] = generation
         return [r for r in results if r is not None]
@@ -236,14 +235,15 @@ class TransformersTeacher(LocalTeacher):
             self._int8_model = int8_linear(copy.deepcopy(self.model)).eval()
         return self._int8_model
 
-    def generate_batch(self, batch: list[list[int]], settings: GenerationSettings, model=None) -> list[Generation]:
-        """One ``generate()`` call over already-tokenized prompts, left-padded to the longest (``model``: the
-        teacher's own, or its int8 copy).
+    def generate_batch(self, batch: list[list[int]], settings: GenerationSettings) -> list[Generation]:
+        """One ``generate()`` call over already-tokenized prompts, left-padded to the longest, by the teacher's own
+        model or, with ``settings.int8``, its int8 copy.
 
         The worked examples every prompt opens with are run once: their KV cache is copied to each row and only
         the rest of each prompt is padded and prefilled (padding sits between the two; the attention mask and the
         positions derived from it skip it).
         """
+        model = self.int8_model() if settings.int8 else self.model
         head = shared_prefix(batch) if settings.share_head else []
         padded = self.tokenizer.pad(
             {"input_ids": [row[len(head) :] for row in batch]}, padding=True, return_tensors="pt"
@@ -264,7 +264,7 @@ class TransformersTeacher(LocalTeacher):
             if settings.do_sample
             else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         )
-        output = (model or self.model).generate(
+        output = model.generate(
             **inputs,
             max_new_tokens=settings.max_new_tokens,
             use_cache=True,
@@ -276,11 +276,10 @@ class TransformersTeacher(LocalTeacher):
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         return [self.decode(row.tolist(), settings) for row in new_tokens]
 
-    def head_cache(self, head: list[int], rows: int, model=None):
+    def head_cache(self, head: list[int], rows: int, model):
         """The KV cache of ``head`` (computed once per distinct head and model), copied for ``rows`` rows."""
         from transformers import DynamicCache
 
-        model = model or self.model
         if self._head != (id(model), head):
             cache = DynamicCache(config=model.config)
             head_ids = torch.tensor([head], device=self.device)
