@@ -240,12 +240,16 @@ def offline_rows(
         info = {"logits_config": None, "logits_teacher": None, "teacher_weight": 0.0}
     keep = ["input_ids", "labels", *TEACHER_COLUMNS]
     crossing, described = [], []
+    if cross:  # where each of the student's tokens ends in the rationale: once per row, whatever the teachers
+        rows = rows.map(
+            lambda row: {"student_ends": char_ends(tokenizer, row["input_ids"][row["span_start"] : row["span_end"]])}
+        )
     for i, name in enumerate(cross):
         stored = configs[name]
         teacher = stored[0]["logits_teacher"]
         columns = ["id", "teacher", *(c for c in ALIGN_COLUMNS if c in stored.column_names)]
         index = {(r["id"], r["teacher"]): r for r in stored.select_columns(columns)}
-        rows = rows.map(lambda row, i=i, index=index, name=name: align_row(row, index, tokenizer, i, name))
+        rows = rows.map(lambda row, i=i, index=index, name=name: align_row(row, index, i, name))
         keep += [f"{CROSS_PREFIX}{i}_{f}" for f in CROSS_FIELDS]
         twins = None
         if kd_args.kd_cross_loss == "hybrid":
@@ -287,17 +291,16 @@ def teacher_tokenizer(stored: dict):
 ALIGN_COLUMNS = (*(c for c in TEACHER_COLUMNS if c != "span_start"), "token_logprob", "token_chars")
 
 
-def align_row(row: dict, index: dict, tokenizer, i: int, config: str) -> dict:
+def align_row(row: dict, index: dict, i: int, config: str) -> dict:
     """Teacher ``i``'s targets for one training row: per group of text-aligned tokens
-    (``trainers.cross_tokenizer.align``), the student's first token and group length, the teacher's top-k at its
-    first token and the log-prob of the rest of its tokens."""
+    (``trainers.cross_tokenizer.align`` of the row's ``student_ends`` and the teacher's stored token lengths), the
+    student's first token and group length, the teacher's top-k at its first token and the log-prob of the rest of
+    its tokens."""
     key = (row["id"], row["teacher"])
     if key not in index:
         raise LogitsError(f"config {config!r} has no row for {key}: rebuild the logits (make push-data LOGITS=k)")
     stored = {name: value for name, value in index[key].items() if value is not None}
-    span = row["input_ids"][row["span_start"] : row["span_end"]]
-    teacher_ends = np.cumsum(stored["token_chars"]).tolist()
-    groups = align(char_ends(tokenizer, span), teacher_ends)
+    groups = align(row["student_ends"], np.cumsum(stored["token_chars"]).tolist())
     k = stored["k"]
     ids = np.asarray(stored["topk_ids"], dtype=np.int64).reshape(-1, k)
     values = teacher_logprobs(stored)
