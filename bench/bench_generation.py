@@ -105,7 +105,7 @@ def main() -> None:
         path.teacher.generate(prompts[:2], replace(path.settings, max_new_tokens=2))
     peak = measure_peak_flops()
     loads = [os.getloadavg()[0]]
-    chunk = current.batch_size
+    chunk = max(path.settings.batch_size for path in paths)  # every path gets whole batches of its size
     for start in range(0, len(prompts), chunk):
         for path in paths:
             path.run(prompts[start : start + chunk])

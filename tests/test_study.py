@@ -32,7 +32,7 @@ def test_every_study_step_is_a_command_its_module_parses(recipe, monkeypatch):
                 parsed = plain(values[key])
                 assert parsed == value or str(parsed).lower() == str(value).lower(), (step.name, key, parsed)
     sizes = {step.flags["size"] for step in steps if step.name.startswith("train ")}
-    assert len(sizes) >= (4 if study["name"] == "demo" else 5), "a study's curve has five sizes, the demo's four"
+    assert len(sizes) >= (3 if study["name"] == "demo" else 5), "a study's curve has five sizes, the demo's three"
     assert steps[-1].flags["split"] == "test" and steps[-2].flags["split"] == "validation"
 
 

@@ -338,6 +338,14 @@ SIZES: dict[str, StudentSize] = {
             hub_id=SMOLLM2_HUB_ID,
             keep_layers=24,
         ),
+        StudentSize(  # 92.0M: Minitron-90M's parameters, kept by dropping whole layers
+            "135M-prune-18L",
+            "pruned",
+            "SmolLM2-135M-Instruct, 18 of 30 layers kept (evenly spaced)",
+            source="smollm2-135m-instruct",
+            hub_id=SMOLLM2_HUB_ID,
+            keep_layers=18,
+        ),
         StudentSize(
             "135M-prune-15L",
             "pruned",
@@ -345,6 +353,14 @@ SIZES: dict[str, StudentSize] = {
             source="smollm2-135m-instruct",
             hub_id=SMOLLM2_HUB_ID,
             keep_layers=15,
+        ),
+        StudentSize(  # 60.2M: Minitron-60M's parameters (59.4M), kept by dropping whole layers
+            "135M-prune-9L",
+            "pruned",
+            "SmolLM2-135M-Instruct, 9 of 30 layers kept (evenly spaced)",
+            source="smollm2-135m-instruct",
+            hub_id=SMOLLM2_HUB_ID,
+            keep_layers=9,
         ),
         StudentSize(
             "135M-prune-8L",
