@@ -159,7 +159,7 @@ space: install
 push-space: install
 	$(PY) space/push_space.py
 
-# The study at demo scale (recipes/study/demo.yaml: data, five students, eval on validation then test, the report),
+# The study at demo scale (recipes/study/demo.yaml: data, three students, eval on validation then test, the report),
 # then the Space repo. CONFIG= another study recipe.
 demo: install
 	$(PY) -m scalingdown.study --config $(or $(CONFIG),recipes/study/demo.yaml) $(ARGS)
