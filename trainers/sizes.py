@@ -321,55 +321,18 @@ SIZES: dict[str, StudentSize] = {
             source="Qwen/Qwen2.5-1.5B-Instruct",
             hub_config=_hub_config("qwen2", 1536, 28, 12, 2, 8960, QWEN2_5_VOCAB),
         ),
-        # pruned from the teacher
-        StudentSize(
-            "135M-prune-27L",
-            "pruned",
-            "SmolLM2-135M-Instruct, 27 of 30 layers kept (evenly spaced)",
-            source="smollm2-135m-instruct",
-            hub_id=SMOLLM2_HUB_ID,
-            keep_layers=27,
-        ),
-        StudentSize(
-            "135M-prune-24L",
-            "pruned",
-            "SmolLM2-135M-Instruct, 24 of 30 layers kept (evenly spaced)",
-            source="smollm2-135m-instruct",
-            hub_id=SMOLLM2_HUB_ID,
-            keep_layers=24,
-        ),
-        StudentSize(  # 92.0M: Minitron-90M's parameters, kept by dropping whole layers
-            "135M-prune-18L",
-            "pruned",
-            "SmolLM2-135M-Instruct, 18 of 30 layers kept (evenly spaced)",
-            source="smollm2-135m-instruct",
-            hub_id=SMOLLM2_HUB_ID,
-            keep_layers=18,
-        ),
-        StudentSize(
-            "135M-prune-15L",
-            "pruned",
-            "SmolLM2-135M-Instruct, 15 of 30 layers kept (evenly spaced)",
-            source="smollm2-135m-instruct",
-            hub_id=SMOLLM2_HUB_ID,
-            keep_layers=15,
-        ),
-        StudentSize(  # 60.2M: Minitron-60M's parameters (59.4M), kept by dropping whole layers
-            "135M-prune-9L",
-            "pruned",
-            "SmolLM2-135M-Instruct, 9 of 30 layers kept (evenly spaced)",
-            source="smollm2-135m-instruct",
-            hub_id=SMOLLM2_HUB_ID,
-            keep_layers=9,
-        ),
-        StudentSize(
-            "135M-prune-8L",
-            "pruned",
-            "SmolLM2-135M-Instruct, 8 of 30 layers kept (evenly spaced)",
-            source="smollm2-135m-instruct",
-            hub_id=SMOLLM2_HUB_ID,
-            keep_layers=8,
-        ),
+        # pruned from the teacher: evenly spaced layers kept; 18L and 9L have the parameters of Minitron 90M and 60M
+        *[
+            StudentSize(
+                f"135M-prune-{layers}L",
+                "pruned",
+                f"SmolLM2-135M-Instruct, {layers} of 30 layers kept (evenly spaced)",
+                source="smollm2-135m-instruct",
+                hub_id=SMOLLM2_HUB_ID,
+                keep_layers=layers,
+            )
+            for layers in (27, 24, 18, 15, 9, 8, 4)
+        ],
         *[
             StudentSize(
                 f"135M-minitron-{target}",
@@ -386,14 +349,6 @@ SIZES: dict[str, StudentSize] = {
                 ("30M", MinitronShape(hidden_size=264, num_layers=16, kv_groups=2, intermediate_size=1024)),
             ]
         ],
-        StudentSize(
-            "135M-prune-4L",
-            "pruned",
-            "SmolLM2-135M-Instruct, 4 of 30 layers kept (evenly spaced)",
-            source="smollm2-135m-instruct",
-            hub_id=SMOLLM2_HUB_ID,
-            keep_layers=4,
-        ),
     ]
 }
 
