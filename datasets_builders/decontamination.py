@@ -11,11 +11,12 @@ from dataclasses import asdict, dataclass, field
 _WORD = re.compile(r"\w+")
 
 
-def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
+def ngrams(text: str, n: int) -> list[tuple[str, ...]]:
+    """Distinct n-grams in text order (a list, not a set, so 'the first found' is the same on every run)."""
     words = _WORD.findall(text.lower())
     if len(words) < n:
-        return {tuple(words)} if words else set()
-    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+        return [tuple(words)] if words else []
+    return list(dict.fromkeys(tuple(words[i : i + n]) for i in range(len(words) - n + 1)))
 
 
 @dataclass
@@ -35,10 +36,12 @@ class ContaminationReport:
 def find_overlap(train: list[tuple[str, str]], evaluation: list[tuple[str, str]], n: int = 13) -> ContaminationReport:
     """Which (id, question) pairs of ``train`` share an n-gram with a question of ``evaluation``."""
     pairs = overlapping_pairs(train, evaluation, n)
+    train_grams = {gram for _, text in train for gram in ngrams(text, n)}
+    eval_overlapping = sum(any(gram in train_grams for gram in ngrams(q, n)) for _, q in evaluation)
     eval_exact = {normalized_words(q) for _, q in evaluation}
     exact = sum(normalized_words(q) in eval_exact for _, q in train)
     examples = list(pairs.items())[:5]
-    return ContaminationReport(n, len(train), len(evaluation), len(pairs), len(set(pairs.values())), exact, examples)
+    return ContaminationReport(n, len(train), len(evaluation), len(pairs), eval_overlapping, exact, examples)
 
 
 def normalized_words(text: str) -> str:

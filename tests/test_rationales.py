@@ -153,3 +153,15 @@ def test_decontamination_counts_ngram_overlap_and_exact_duplicates():
     report = find_overlap(train, test, n=5)
     assert (report.train_rows_overlapping, report.eval_rows_overlapping, report.exact_duplicates) == (1, 1, 1)
     assert report.examples == [("t1", "e1")]
+
+
+def test_decontamination_counts_every_eval_question_a_training_text_overlaps_in_text_order():
+    from datasets_builders.decontamination import find_overlap
+
+    # One training question shares a 5-gram with each of two test questions: both count, and the example pair is
+    # the first overlap in the training text's word order (a set's order would change with the hash seed).
+    train = [("t1", "Tom has five red apples and Mia has three green pears in a basket")]
+    test = [("e1", "Why has Mia has three green pears in a box"), ("e2", "Tom has five red apples today")]
+    report = find_overlap(train, test, n=5)
+    assert (report.train_rows_overlapping, report.eval_rows_overlapping) == (1, 2)
+    assert report.examples == [("t1", "e2")]
