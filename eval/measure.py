@@ -2,11 +2,11 @@
 
     python -m eval.measure --request request.json --output result.json
 
-The runner starts one process per (model, variant), so the peak RSS is that model's own and a model that
-fails to load or crashes becomes a failed leaderboard row instead of ending the run. lm-eval's ``hf`` model
-does the scoring (``simple_evaluate`` with our task YAMLs, the dataset path overridden to the Hub target);
-a timing subclass records the wall time and generated tokens of lm-eval's own batched pass, then replays the
-first few requests one at a time for latency at batch 1.
+The runner forks one process per (model, variant) from a forkserver that has imported ``PRELOAD``, so the peak RSS is
+that model's own and a model that fails to load or crashes becomes a failed leaderboard row instead of ending the
+run. lm-eval's ``hf`` model does the scoring (``simple_evaluate`` with our task YAMLs, the dataset path overridden to
+the Hub target); a timing subclass records the wall time and generated tokens of lm-eval's own batched pass, then
+replays the first few requests one at a time for latency at batch 1.
 """
 
 from __future__ import annotations
@@ -282,13 +282,21 @@ def sample_row(sample: dict, metric: str) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--request", required=True, help="JSON file with a MeasureRequest.")
-    parser.add_argument("--output", required=True, help="Where the MeasureResult JSON goes.")
-    args = parser.parse_args(argv)
+# What every scoring process needs: a forkserver imports these once (eval.run), so each model's process starts with
+# them loaded instead of spending several seconds of its own importing them.
+PRELOAD = [
+    "eval.measure",
+    "lm_eval.evaluator",
+    "lm_eval.models.huggingface",
+    "lm_eval.tasks",
+    "transformers.models.llama.modeling_llama",
+    "transformers.models.gemma3.modeling_gemma3",
+]
+
+
+def score_to_file(request: MeasureRequest, output: Path) -> bool:
+    """Score ``request`` and write its result (a failure becomes a failed result with its cause); True when ok."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    request = MeasureRequest(**json.loads(Path(args.request).read_text()))
     try:
         result = measure(request)
     except Exception as error:  # any failure is one failed row, reported with its cause
@@ -297,8 +305,32 @@ def main(argv: list[str] | None = None) -> int:
     result.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     if torch.cuda.is_available():
         result.peak_gpu_mb = torch.cuda.max_memory_allocated() / 2**20
-    Path(args.output).write_text(json.dumps(asdict(result)))
-    return 0 if result.status == "ok" else 1
+    Path(output).write_text(json.dumps(asdict(result)))
+    return result.status == "ok"
+
+
+def score_in_child(request: dict, output: str, log: str, cwd: str, env: dict[str, str]) -> None:
+    """A forked scoring process: the caller's folder and environment, its stdout and stderr into ``log``."""
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    with open(log, "w") as handle:
+        os.dup2(handle.fileno(), 1)
+        os.dup2(handle.fileno(), 2)
+    try:
+        score_to_file(MeasureRequest(**request), Path(output))
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--request", required=True, help="JSON file with a MeasureRequest.")
+    parser.add_argument("--output", required=True, help="Where the MeasureResult JSON goes.")
+    args = parser.parse_args(argv)
+    request = MeasureRequest(**json.loads(Path(args.request).read_text()))
+    return 0 if score_to_file(request, Path(args.output)) else 1
 
 
 if __name__ == "__main__":

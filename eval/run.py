@@ -5,8 +5,8 @@
     python -m eval.run --task arc_easy --variants cot,mc --models 'arc_easy-sft-*' --limit 50
     python -m eval.run --task synthetic_gsm --variants cot,nll     # + log-likelihood of the gold answer
 
-For each model and variant, ``eval.measure`` runs lm-eval in a process of its own (accuracy ± stderr, peak
-memory, latency and tokens/s at the eval batch size and at batch 1). Results are cached under
+For each model and variant, ``eval.measure`` runs lm-eval in a process of its own, forked from a forkserver (accuracy
+± stderr, peak memory, latency and tokens/s at the eval batch size and at batch 1). Results are cached under
 ``$SCALINGDOWN_CACHE/eval`` keyed by the model's weights, the task files, the dataset revision and the settings,
 so scoring one new model does not re-run the others. Then: the ``{task}-leaderboard`` dataset repo (rows, per-answer
 samples, the scaling-down plot and answer in its card), and each student card's ``model-index`` and results section.
@@ -18,12 +18,12 @@ report folder (``outputs/eval/<task>``) are relative to the working directory, a
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
-import subprocess
-import sys
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -41,12 +41,12 @@ from eval.leaderboard import (
     split_rows,
     update_model_card,
 )
-from eval.measure import TASKS_DIR, MeasureRequest, MeasureResult
+from eval.measure import PRELOAD, TASKS_DIR, MeasureRequest, MeasureResult, score_in_child
 from eval.models import EvalModel, select, student_models, teacher_models, with_facts
 from eval.plots import plot_scaling_down
 from eval.report import card_verdict, scaling_down_answer
 from scalingdown.arguments import ArgumentError, check_choice, check_count, parse_recipe
-from scalingdown.cache import PROJECT_ROOT, cache_dir
+from scalingdown.cache import cache_dir
 from scalingdown.errors import UserError, run_cli
 from scalingdown.hub import HubTarget, dataset_repo_name, folder_revision, leaderboard_repo_name
 
@@ -191,24 +191,32 @@ def measure_request(
     )
 
 
+@functools.cache
+def scoring_processes() -> multiprocessing.context.BaseContext:
+    """Where scoring processes come from: one forkserver per runner, with ``eval.measure.PRELOAD`` imported once."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    return context
+
+
 def run_measure(request: MeasureRequest, log_dir: Path, name: str | None = None) -> MeasureResult:
-    """``eval.measure`` in a fresh process: its own peak memory, and a crash becomes a failed result. The log is
+    """``eval.measure`` in a process of its own: its own peak memory, and a crash becomes a failed result. The log is
     ``<name>-<task>.log`` (``name``: the model's, so teacher variants of one folder keep their own logs)."""
+    log_file = log_dir / f"{name or Path(request.model_path).name}-{request.split}-{request.lm_eval_task}.log"
+    # This process's working directory and environment, so relative model and dataset paths (the default ./hub)
+    # mean the same there whatever folder the forkserver started in.
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     with tempfile.TemporaryDirectory() as scratch:
-        request_file, output_file = Path(scratch) / "request.json", Path(scratch) / "result.json"
-        request_file.write_text(json.dumps(asdict(request)))
-        command = [sys.executable, "-m", "eval.measure", "--request", str(request_file), "--output", str(output_file)]
-        log_file = log_dir / f"{name or Path(request.model_path).name}-{request.split}-{request.lm_eval_task}.log"
-        # Same working directory as this process, so relative model and dataset paths (the default ./hub) mean
-        # the same there; this checkout first on the path, so `-m eval.measure` is this checkout's from any folder.
-        python_path = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
-        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": python_path}
-        with open(log_file, "w") as log:
-            done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        output_file = Path(scratch) / "result.json"
+        process = scoring_processes().Process(
+            target=score_in_child, args=(asdict(request), str(output_file), str(log_file), os.getcwd(), env)
+        )
+        process.start()
+        process.join()
         if output_file.is_file():
             return MeasureResult(**json.loads(output_file.read_text()))
-        tail = log_file.read_text()[-400:].strip().splitlines()
-        return MeasureResult(status="failed", error=f"scoring process exited {done.returncode}: {' '.join(tail[-3:])}")
+        tail = log_file.read_text()[-400:].strip().splitlines() if log_file.is_file() else []
+        return MeasureResult(status="failed", error=f"scoring process exited {process.exitcode}: {' '.join(tail[-3:])}")
 
 
 def result_row(model: EvalModel, result: MeasureResult, context: dict) -> dict:

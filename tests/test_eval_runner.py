@@ -131,6 +131,19 @@ def test_a_model_with_no_parseable_answer_is_a_failed_row():
     assert mark_unparseable(MeasureResult(parsed_rate=0.5, n=2)).status == "ok"
 
 
+def test_a_scoring_process_that_dies_before_its_result_is_a_failed_row(tmp_path):
+    """The forked scoring process cannot open its log (no such folder) and exits: the run gets a failed result that
+    names the exit status, instead of ending."""
+    from eval.measure import MeasureRequest
+    from eval.run import run_measure
+
+    request = MeasureRequest(
+        model_path=str(tmp_path / "model"), lm_eval_task="scalingdown_synthetic_gsm", dataset_path="."
+    )
+    result = run_measure(request, tmp_path / "missing-log-folder")
+    assert result.status == "failed" and result.error.startswith("scoring process exited 1")
+
+
 # -- model facts ----------------------------------------------------------------------------------------
 
 
