@@ -26,6 +26,7 @@ import multiprocessing
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
+from multiprocessing import forkserver
 from pathlib import Path
 
 from trl import TrlParser
@@ -196,6 +197,7 @@ def scoring_processes() -> multiprocessing.context.BaseContext:
     """Where scoring processes come from: one forkserver per runner, with ``eval.measure.PRELOAD`` imported once."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)
+    forkserver.ensure_running()  # it imports while this process reads the board and discovers models
     return context
 
 
@@ -322,6 +324,7 @@ def main(args: EvalArguments) -> dict:
         raise ArgumentError(f"--dataset_name {args.dataset_name}: no such folder, and not a Hub id (namespace/name)")
     location = args.dataset_name or target.location("dataset", dataset_repo_name(args.task))
     check_test_split(location, args.task, args.split)
+    scoring_processes()
     models = discover(args, target, location)
     if not models:
         raise UserError(
