@@ -10,32 +10,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from eval.report import GRADED, graded_rows, params_label, run_label, scored_rows
-from scalingdown.hub import PRETRAINED_HERE
+from eval.report import GRADED, graded_rows, params_label, scored_rows, series_label
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
 def scaling_down_figure(rows: list[dict], task: str, variant: str = "cot", baseline: dict | None = None) -> Figure:
-    """Accuracy (or the ``nll`` variant's gold-answer NLL) vs parameters (log x): one series per method (and repo
-    suffix: ``sft (smollm2)``), teachers as horizontal lines, ``baseline`` (``accuracy``, ``answer``: the majority
-    answer) as a dotted one."""
+    """Accuracy (or the ``nll`` variant's gold-answer NLL) vs parameters (log x): one series per ``series_label``
+    (method, repo suffix: ``sft (smollm2)``, pruned or pre-trained here), teachers as horizontal lines,
+    ``baseline`` (``accuracy``, ``answer``: the majority answer) as a dotted one."""
     from matplotlib import rcParams
     from matplotlib.figure import Figure
 
     graded = variant == GRADED
     rows = graded_rows(rows) if graded else scored_rows(rows, variant)
     value, spread, scale = ("answer_nll", "answer_nll_stderr", 1) if graded else ("accuracy", "stderr", 100)
-    fig = Figure(figsize=(7, 4.5), dpi=120)
+    fig = Figure(figsize=(9.5, 4.5), dpi=120)
     ax = fig.subplots()
     students = [r for r in rows if r["role"] != "teacher" and r.get("params_total")]
     series: dict[str, list[dict]] = {}
     for row in students:
-        label = f"{run_label(row) if row.get('method') else 'student'}{' (LoRA)' if row.get('lora') else ''}"
-        if (row.get("size") or "").endswith(PRETRAINED_HERE):  # its own series: not a point on the scratch curve
-            label += ", pre-trained here"
-        series.setdefault(label, []).append(row)
+        series.setdefault(series_label(row), []).append(row)
     for label, members in sorted(series.items()):
         members.sort(key=lambda r: r["params_total"])
         ax.errorbar(
@@ -69,7 +65,7 @@ def scaling_down_figure(rows: list[dict], task: str, variant: str = "cot", basel
     ax.set_ylim(bottom=0)
     ax.grid(True, which="both", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes, over no point
     fig.tight_layout()
     return fig
 

@@ -71,6 +71,17 @@ def run_label(row: dict) -> str:
     return f"{row.get('method') or row['role']}{f' ({suffix})' if suffix else ''}"
 
 
+def series_label(row: dict) -> str:
+    """A student's curve on the scaling-down plots: its run label, and apart from the scratch curve when it has
+    LoRA, was pre-trained here (size ``X-pt``) or was cut from a pretrained model (``init`` pruned)."""
+    label = f"{run_label(row) if row.get('method') else 'student'}{' (LoRA)' if row.get('lora') else ''}"
+    if (row.get("size") or "").endswith(PRETRAINED_HERE):
+        label += ", pre-trained here"
+    if row.get("init") == "pruned":
+        label += ", pruned"
+    return label
+
+
 def _against_noise(margin: float, first: dict, second: dict, stderr: str = "stderr") -> str:
     """``margin`` > 0 means ``first`` is the better one; ``stderr`` names the standard-error column. A clear win is a
     margin of more than two combined standard errors (sqrt(se_1^2 + se_2^2)); the sentence gives the ratio."""

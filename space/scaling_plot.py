@@ -12,7 +12,8 @@ import math
 
 import pandas as pd
 
-GRADED = "nll"  # eval.report.GRADED: scored by the gold answer's log-likelihood, lower is better
+from eval.report import GRADED, series_label
+
 TOOLTIP = ["model", "role", "method", "parameters", "score", "status"]
 MARKERS = {"student": "circle", "teacher": "diamond", "failed": "cross"}
 DEFAULT_PARAMS = (1e6, 1e9)  # the x range when no row has a parameter count
@@ -59,7 +60,7 @@ def scaling_points(rows: list[dict], variant: str = "cot") -> pd.DataFrame:
         series = (
             "failed"
             if failed
-            else (f"teacher: {row['model']}" if role == "teacher" else f"students: {row.get('method')}")
+            else (f"teacher: {row['model']}" if role == "teacher" else f"students: {series_label(row)}")
         )
         points.append(
             {

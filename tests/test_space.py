@@ -107,6 +107,24 @@ def test_scaling_points_keep_failed_rows_flagged_and_inside_the_axes(space):
     assert x_range[0] < 2_000_000 and x_range[1] > 270_000_000 and y_range[0] < 0 and y_range[1] > 55
 
 
+def test_pruned_and_pretrained_here_students_are_curves_of_their_own():
+    """Students cut from a pretrained model or pre-trained here start elsewhere than the scratch ladder: a point of
+    theirs on the scratch curve would draw a scaling trend that no single recipe has."""
+    rows = [
+        board_row("t-sft-1M", "student", 0.1, method="sft", size="1M", init="scratch", params_total=10**6),
+        board_row("t-sft-3M", "student", 0.2, method="sft", size="3M", init="scratch", params_total=3 * 10**6),
+        board_row("t-sft-1M-pt", "student", 0.3, method="sft", size="1M-pt", params_total=10**6),
+        board_row("t-kd-90M", "student", 0.4, method="kd", size="135M-minitron-90M", init="pruned", params_total=9e7),
+    ]
+    series = scaling_points(rows, "cot").set_index("model")["series"].to_dict()
+    assert series == {
+        "t-sft-1M": "students: sft",
+        "t-sft-3M": "students: sft",
+        "t-sft-1M-pt": "students: sft, pre-trained here",
+        "t-kd-90M": "students: kd, pruned",
+    }
+
+
 def test_failed_rows_sit_past_the_worst_nll():
     rows = [
         board_row("a-1M", "student", 0.5, variant="nll", answer_nll=2.0, answer_nll_stderr=0.5, params_total=10**6),
