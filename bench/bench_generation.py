@@ -5,10 +5,10 @@
 
 Same teacher, the teacher-forced synthetic_gsm prompts push-data builds (``--shots`` worked examples from the train
 split open each), greedy. The previous path is transformers float32 at batch 16, every prompt prefilled whole; the
-levers are timed on their own (the worked examples run once per batch, float32 at batch 16 and 64 and linear layers
-in int8 at batch 16 and 32; CTranslate2 with its static prompt, and its int8 with ``--int8``), and the path marked
-``push-data:`` is ``PushDataArguments``' defaults. Paths run interleaved, one chunk of prompts at a time, so machine
-load hits each alike.
+levers are timed on their own (the worked examples run once per batch of 16; transformers' continuous batching at
+256 and 512 tokens per forward pass; with ``--more`` batch 64, int8 linear layers and CTranslate2), and the path
+marked ``push-data:`` is ``PushDataArguments``' defaults. Each path gets what push-data hands one generate() call (a
+shard of prompts); paths run interleaved, one shard at a time, so machine load hits each alike.
 Prints tokens/s per path, the share of outputs identical to the previous path's, the fraction of the FLOP limit
 (2 x parameters FLOPs per generated token against this run's matmul probe) and, last, the speed-up.
 """
@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--num_prompts", type=int, default=128)
     parser.add_argument("--max_new_tokens", type=int, default=128)
     parser.add_argument("--shots", type=int, default=PushDataArguments.shots, help="push-data's --shots.")
-    parser.add_argument("--int8", action="store_true", help="Also time CTranslate2 with int8 weights.")
+    parser.add_argument("--more", action="store_true", help="Also time batch 64, int8 weights and CTranslate2.")
     parser.add_argument("--smoke", action="store_true", help="A tiny model from a config and a few prompts.")
     args = parser.parse_args()
 
@@ -77,27 +77,35 @@ def main() -> None:
     spec = args.teacher
     if args.smoke:
         spec, args.num_prompts, args.max_new_tokens = smoke_teacher(args.teacher), 6, 8
-        current, previous = replace(current, batch_size=4, max_new_tokens=8), replace(previous, max_new_tokens=8)
+        current = replace(current, batch_size=4, batch_tokens=64, max_new_tokens=8)
+        previous = replace(previous, max_new_tokens=8)
     # push-data's own prompts: the same worked examples open every request (CTranslate2 runs that head once)
     examples, _ = push.examples("train", args.num_prompts)
     shots = push.worked_examples("numeric")
     prompts = [build_prompt(r["question"], r["choices"], r["answer"], "numeric", push.mode, shots) for r in examples]
 
+    batched = replace(current, backend="transformers", int8=False, continuous_batching=False)
+    continuous = replace(batched, continuous_batching=True)
     levers = [
-        ("transformers float32, head run once", replace(current, backend="transformers", int8=False, batch_size=16)),
-        ("transformers float32, head run once", replace(current, backend="transformers", int8=False, batch_size=64)),
-        ("transformers int8, head run once", replace(current, backend="transformers", int8=True, batch_size=16)),
-        ("transformers int8, head run once", replace(current, backend="transformers", int8=True, batch_size=32)),
-        ("ctranslate2 float32, static prompt", replace(current, backend="ctranslate2", int8=False, batch_size=64)),
+        ("transformers float32, head run once", replace(batched, batch_size=16)),
+        ("transformers float32, continuous batching", replace(continuous, batch_tokens=256)),
+        ("transformers float32, continuous batching", replace(continuous, batch_tokens=512)),
     ]
-    if args.int8:
-        levers.append(("ctranslate2 int8, static prompt", replace(current, backend="ctranslate2", int8=True)))
+    if args.more:
+        levers += [
+            ("transformers float32, head run once", replace(batched, batch_size=64)),
+            ("transformers int8, head run once", replace(batched, int8=True, batch_size=16)),
+            ("transformers int8, continuous batching", replace(continuous, int8=True)),
+            ("ctranslate2 float32, static prompt", replace(batched, backend="ctranslate2", batch_size=64)),
+            ("ctranslate2 int8, static prompt", replace(batched, backend="ctranslate2", int8=True, batch_size=64)),
+        ]
     if current not in [settings for _, settings in levers]:
         levers.append(("push-data's defaults", current))
     paths = [TimedPath("previous: transformers float32, batch 16", load_teacher(spec), previous)]
     for name, settings in levers:
         default = settings == current
-        label = f"{'push-data: ' if default else ''}{name}, batch {settings.batch_size}"
+        per_call = f"{settings.batch_tokens} tokens" if settings.continuous_batching else f"batch {settings.batch_size}"
+        label = f"{'push-data: ' if default else ''}{name}, {per_call}"
         paths.append(TimedPath(label, load_teacher(spec, backend=settings.backend), settings))
     paths.sort(key=lambda path: path.name.startswith("push-data"))  # push-data's own path last
     params = sum(p.numel() for p in paths[0].teacher.model.parameters())
@@ -105,7 +113,7 @@ def main() -> None:
         path.teacher.generate(prompts[:2], replace(path.settings, max_new_tokens=2))
     peak = measure_peak_flops()
     loads = [os.getloadavg()[0]]
-    chunk = max(path.settings.batch_size for path in paths)  # every path gets whole batches of its size
+    chunk = push.shard_size  # what push-data hands generate() at once: one shard
     for start in range(0, len(prompts), chunk):
         for path in paths:
             path.run(prompts[start : start + chunk])

@@ -108,6 +108,17 @@ class PushDataArguments:
             "Faster; outputs differ from float32's (bench/bench_generation.py prints how many stay identical)."
         },
     )
+    continuous_batching: bool = field(
+        default=True,
+        metadata={
+            "help": "transformers backend: its continuous batching (finished rows refilled at once, the worked "
+            "examples' KV blocks shared; same greedy texts as --continuous_batching false, faster: "
+            "bench/bench_generation.py). false: one generate() per --batch_size prompts."
+        },
+    )
+    batch_tokens: int = field(
+        default=256, metadata={"help": "Continuous batching: most tokens in one forward pass (prefill chunks too)."}
+    )
     num_samples: int = field(default=1, metadata={"help": "Rationales sampled per (example, teacher)."})
     shots: int = field(
         default=3,
@@ -189,6 +200,7 @@ class PushDataArguments:
         check_count(self.validation_limit, "--validation_limit", "validation examples", "VALIDATION_LIMIT", zero="all")
         check_count(self.max_new_tokens, "--max_new_tokens", "tokens", "MAX_NEW_TOKENS")
         check_count(self.batch_size, "--batch_size", "prompts per batch", "BATCH_SIZE")
+        check_count(self.batch_tokens, "--batch_tokens", "tokens per forward pass")
         check_choice(self.backend, BACKENDS, "--backend")
         check_count(self.shard_size, "--shard_size", "examples per shard")
         check_count(self.logits_batch_size, "--logits_batch_size", "sequences per batch")
@@ -231,6 +243,8 @@ class PushDataArguments:
             batch_size=self.batch_size,
             backend=self.backend,
             int8=self.int8,
+            continuous_batching=self.continuous_batching and self.backend == "transformers",
+            batch_tokens=self.batch_tokens,
         )
 
     def filter_settings(self) -> FilterSettings:

@@ -35,6 +35,10 @@ class GenerationSettings:
     int8: bool = False
     # the worked examples every prompt opens with run once, their state copied to each row (shared_prefix)
     share_head: bool = True
+    # transformers: its continuous batching (a finished row is refilled at once, prompts that open alike share their
+    # KV blocks) instead of one generate() per batch_size prompts; batch_tokens bounds one forward pass's tokens.
+    continuous_batching: bool = False
+    batch_tokens: int = 256
 
 
 @dataclass

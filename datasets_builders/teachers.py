@@ -215,6 +215,8 @@ class TransformersTeacher(LocalTeacher):
     @torch.inference_mode()
     def generate(self, prompts: list[TeacherPrompt], settings: GenerationSettings) -> list[Generation]:
         encoded = self.encode(prompts)
+        if settings.continuous_batching:
+            return self.generate_continuous(encoded, settings)
         # Longest first: batches of similar length waste little on padding, and an out-of-memory
         # error shows up in the first batch rather than after an hour.
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
@@ -275,6 +277,60 @@ class TransformersTeacher(LocalTeacher):
         )
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         return [self.decode(row.tolist(), settings) for row in new_tokens]
+
+    def generate_continuous(self, encoded: list[list[int]], settings: GenerationSettings) -> list[Generation]:
+        """All prompts through transformers' continuous batching: no row waits for the longest of its batch, and the
+        worked examples' KV blocks are computed once. Its scheduler knows end tokens only, so rows are streamed and
+        a row is cancelled at its first stop string, where ``generate(stop_strings=...)`` would have stopped it."""
+        from transformers import ContinuousBatchingConfig, GenerationConfig
+
+        model = self.int8_model() if settings.int8 else self.model
+        eos = model.generation_config.eos_token_id
+        config = GenerationConfig(
+            max_new_tokens=settings.max_new_tokens,
+            eos_token_id=eos if eos is not None else self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+            do_sample=settings.do_sample,
+            **({"temperature": settings.temperature, "top_p": settings.top_p} if settings.do_sample else {}),
+        )
+        if settings.do_sample:
+            torch.manual_seed(settings.seed)
+        # Room for every row at once, no more: left unset, the paged cache takes half the free memory, every call.
+        page = ContinuousBatchingConfig.page_size
+        blocks = sum(-(-(len(row) + settings.max_new_tokens) // page) for row in encoded)
+        batching = ContinuousBatchingConfig(max_batch_tokens=settings.batch_tokens, num_blocks=blocks)
+        done: dict[str, list[int]] = {}
+        with model.continuous_batching_context_manager(
+            generation_config=config, continuous_batching_config=batching, warmup=False
+        ) as manager:
+            ids = manager.add_requests(encoded, streaming=bool(settings.stop))
+            while len(done) < len(ids):
+                output = manager.get_result(timeout=1)
+                if output is None:
+                    if not manager.is_running():
+                        raise RuntimeError(f"continuous batching stopped with {len(ids) - len(done)} rows left")
+                    continue
+                if output.request_id in done:
+                    continue  # a token streamed before its cancellation arrived
+                tokens = list(output.generated_tokens)
+                stop_at = self.stop_length(tokens, settings.stop)
+                if output.is_finished() or stop_at is not None:
+                    done[output.request_id] = tokens[:stop_at]
+                    if not output.is_finished():
+                        manager.cancel_request(output.request_id)
+        return [self.decode(done[request], settings) for request in ids]
+
+    def stop_length(self, tokens: list[int], stop: list[str], tail: int = 24) -> int | None:
+        """The fewest leading ``tokens`` whose text holds a stop string, or None. Only the last ``tail`` tokens are
+        read: each stop string is a few tokens long, and this runs once per streamed token."""
+        if not stop or not any(s in self.tokenizer.decode(tokens[-tail:]) for s in stop):
+            return None
+        length = len(tokens)
+        while length > 1 and any(
+            s in self.tokenizer.decode(tokens[max(0, length - 1 - tail) : length - 1]) for s in stop
+        ):
+            length -= 1
+        return length
 
     def head_cache(self, head: list[int], rows: int, model):
         """The KV cache of ``head`` (computed once per distinct head and model), copied for ``rows`` rows."""

@@ -214,6 +214,31 @@ def test_the_worked_examples_run_once_and_change_no_greedy_text(tiny_teacher_dir
     assert [g.num_tokens for g in cached] == [g.num_tokens for g in whole]
 
 
+def test_continuous_batching_writes_the_batched_texts_and_stops_where_they_stop(tiny_teacher_dir):
+    """transformers' continuous batching (push-data's default) writes greedy texts identical to one generate() per
+    batch, cut at the same stop strings after the same number of tokens; sampled rows differ from greedy ones."""
+    from datasets_builders.rationales import WorkedExample, build_prompt
+    from datasets_builders.tasks import load_examples
+    from datasets_builders.teacher_base import GenerationSettings
+    from datasets_builders.teachers import load_teacher
+
+    examples = list(load_examples("synthetic_gsm", "train", limit=9)[0])
+    shots = [WorkedExample(r["question"], None, r["answer"], r["gold_rationale"]) for r in examples[6:]]
+    prompts = [build_prompt(r["question"], None, r["answer"], "numeric", "teacher_forced", shots) for r in examples[:6]]
+    teacher = load_teacher(str(tiny_teacher_dir))
+    unstopped = teacher.generate(prompts, GenerationSettings(max_new_tokens=24, batch_size=4, stop=[]))
+    middle = unstopped[0].text[len(unstopped[0].text) // 2 :][:6]  # a random model's text: stop mid-row
+    settings = GenerationSettings(max_new_tokens=24, batch_size=4, stop=["\n\n\n", middle])
+    batched = teacher.generate(prompts, settings)
+    continuous = teacher.generate(prompts, replace(settings, continuous_batching=True, batch_tokens=64))
+    assert [g.text for g in continuous] == [g.text for g in batched] and any(g.text for g in batched)
+    assert 0 < batched[0].num_tokens < 24 and middle not in batched[0].text  # stopped, cut at the stop string
+    # generate() pads a row stopped by a stop string, and decode() counts that pad as its end token
+    assert [g.num_tokens for g in continuous] == [g.num_tokens - (i == 0) for i, g in enumerate(batched)]
+    sampled = teacher.generate(prompts, replace(settings, continuous_batching=True, do_sample=True, temperature=1.5))
+    assert len(sampled) == len(prompts) and [g.text for g in sampled] != [g.text for g in batched]
+
+
 def test_transformers_int8_quantises_a_copy_and_repeats_its_texts(tiny_teacher_dir):
     """--int8 with transformers: the linear layers of a copy hold int8 weights (the float32 model is untouched),
     the copy's output stays close to float32's, and a repeated build writes the same texts. (Activations are
