@@ -215,7 +215,7 @@ def test_the_worked_examples_run_once_and_change_no_greedy_text(tiny_teacher_dir
 
 
 def test_continuous_batching_writes_the_batched_texts_and_stops_where_they_stop(tiny_teacher_dir):
-    """transformers' continuous batching (push-data's default) writes greedy texts identical to one generate() per
+    """transformers' continuous batching (--continuous_batching) writes greedy texts identical to one generate() per
     batch, cut at the same stop strings after the same number of tokens; sampled rows differ from greedy ones."""
     from datasets_builders.rationales import WorkedExample, build_prompt
     from datasets_builders.tasks import load_examples
