@@ -100,10 +100,28 @@ def train_steps(study: dict) -> list[Step]:
     return steps
 
 
-def eval_step(study: dict, split: str, models: str | None = None) -> Step:
+def eval_step(study: dict, split: str, models: str | None = None, variant: str | None = None) -> Step:
     flags = {k: v for k, v in study["eval"].items() if k not in ("validation_limit", "test_limit")}
     flags.update(task=study["task"], split=split, limit=study["eval"].get(f"{split}_limit"), models=models)
-    return Step(f"eval {split}", "eval.run", flags)
+    if variant:
+        flags["variants"] = variant
+    return Step(f"eval {split}{f' {variant}' if variant else ''}", "eval.run", flags)
+
+
+def steps_on_test(study: dict, validation: list[dict]) -> list[Step]:
+    """The test split, scored once: per accuracy variant its best teacher variants on validation and every student
+    (one step per variant, so no teacher writes test answers in a variant where another of its prompts won)."""
+    students = f"{study['task']}-*"
+    variants = accuracy_variants(study)
+    return [
+        eval_step(
+            study,
+            "test",
+            ",".join([*best_teacher_variants(validation, variant), students]),
+            variant if len(variants) > 1 else None,
+        )
+        for variant in variants
+    ]
 
 
 def best_teacher_variants(rows: list[dict], variant: str = "cot") -> list[str]:
@@ -282,9 +300,8 @@ def main(argv: list[str] | None = None) -> Path | None:
     if "eval" in parts:
         record(eval_step(study, "validation"))
         validation = [r for r in board_rows(study["task"]) if r.get("split") == "validation"]
-        students = f"{study['task']}-*"
-        teachers = sorted({m for v in accuracy_variants(study) for m in best_teacher_variants(validation, v)})
-        record(eval_step(study, "test", ",".join([*teachers, students])))
+        for step in steps_on_test(study, validation):
+            record(step)
     if "report" in parts:
         path = report(study, list(timings.values()), folder)
         summary = path.read_text().split("## Wall time")[0].splitlines()

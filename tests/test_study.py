@@ -13,7 +13,15 @@ from test_makefile import parse_with_module, plain
 from eval.leaderboard import load_board
 from scalingdown.errors import UserError
 from scalingdown.hub import HubTarget
-from scalingdown.study import best_teacher_variants, data_step, eval_step, load_study, main, train_steps
+from scalingdown.study import (
+    best_teacher_variants,
+    data_step,
+    eval_step,
+    load_study,
+    main,
+    steps_on_test,
+    train_steps,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = sorted((REPO / "recipes" / "study").glob("*.yaml"))
@@ -62,6 +70,28 @@ def test_each_teacher_is_scored_on_test_with_its_best_shot_count_on_validation()
         {**teacher("synthetic_gsm-sft-3M", 0.9), "role": "student"},
     ]
     assert best_teacher_variants(rows) == ["gemma3-270m", "smollm2-135m-instruct-3shot"]
+
+
+def test_each_accuracy_variant_scores_test_with_its_own_best_teachers():
+    """Gemma wins ``mc`` three-shot and ``cot`` zero-shot: its three-shot prompt never writes ``cot`` test answers."""
+    rows = [
+        {"model": model, "role": "teacher", "variant": variant, "accuracy": accuracy}
+        for model, variant, accuracy in [
+            ("gemma3-270m-0shot", "cot", 0.05),
+            ("gemma3-270m-3shot", "cot", 0.04),
+            ("gemma3-270m-0shot", "mc", 0.33),
+            ("gemma3-270m-3shot", "mc", 0.34),
+        ]
+    ]
+    study = {"task": "arc_easy", "eval": {"variants": "cot,mc", "test_limit": 400, "validation_limit": 100}}
+    steps = steps_on_test(study, rows)
+    assert [step.name for step in steps] == ["eval test cot", "eval test mc"]
+    assert [(s.flags["variants"], s.flags["models"], s.flags["limit"]) for s in steps] == [
+        ("cot", "gemma3-270m-0shot,arc_easy-*", 400),
+        ("mc", "gemma3-270m-3shot,arc_easy-*", 400),
+    ]
+    one = steps_on_test({"task": "arc_easy", "eval": {"test_limit": 400}}, rows)  # cot only: the step keeps its name
+    assert [(s.name, s.flags["models"]) for s in one] == [("eval test", "gemma3-270m-0shot,arc_easy-*")]
 
 
 def test_a_tiny_study_runs_end_to_end_and_resumes(tmp_path, hub_dir, tiny_teacher_dir, monkeypatch):
