@@ -108,19 +108,18 @@ def eval_step(study: dict, split: str, models: str | None = None, variant: str |
     return Step(f"eval {split}{f' {variant}' if variant else ''}", "eval.run", flags)
 
 
-def steps_on_test(study: dict, validation: list[dict]) -> list[Step]:
+def steps_on_test(study: dict, validation: list[dict] | None) -> list[Step]:
     """The test split, scored once: per accuracy variant its best teacher variants on validation and every student
-    (one step per variant, so no teacher writes test answers in a variant where another of its prompts won)."""
+    (one step per variant, so no teacher writes test answers in a variant where another of its prompts won).
+    ``validation`` None (a dry run, before validation is scored) names the teachers by a placeholder."""
     students = f"{study['task']}-*"
     variants = accuracy_variants(study)
+
+    def teachers(variant: str) -> list[str]:
+        return best_teacher_variants(validation, variant) if validation is not None else ["<best teacher variants>"]
+
     return [
-        eval_step(
-            study,
-            "test",
-            ",".join([*best_teacher_variants(validation, variant), students]),
-            variant if len(variants) > 1 else None,
-        )
-        for variant in variants
+        eval_step(study, "test", ",".join([*teachers(v), students]), v if len(variants) > 1 else None) for v in variants
     ]
 
 
@@ -285,7 +284,7 @@ def main(argv: list[str] | None = None) -> Path | None:
         wanted = [glob.strip() for glob in args.steps.split(",") if glob.strip()]
         before = [step for step in before if any(fnmatch.fnmatch(step.name, glob) for glob in wanted)]
     if args.dry_run:
-        for step in [*before, eval_step(study, "validation"), eval_step(study, "test", "<best teacher variants>")]:
+        for step in [*before, eval_step(study, "validation"), *steps_on_test(study, None)]:
             print(step.command())
         return None
     timings_file = folder / "timings.json"

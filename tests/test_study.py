@@ -92,6 +92,8 @@ def test_each_accuracy_variant_scores_test_with_its_own_best_teachers():
     ]
     one = steps_on_test({"task": "arc_easy", "eval": {"test_limit": 400}}, rows)  # cot only: the step keeps its name
     assert [(s.name, s.flags["models"]) for s in one] == [("eval test", "gemma3-270m-0shot,arc_easy-*")]
+    dry = steps_on_test(study, None)  # --dry_run, before validation is scored: the steps that will run
+    assert [s.flags["models"] for s in dry] == ["<best teacher variants>,arc_easy-*"] * 2
 
 
 def test_a_tiny_study_runs_end_to_end_and_resumes(tmp_path, hub_dir, tiny_teacher_dir, monkeypatch):
