@@ -17,9 +17,9 @@ from pathlib import Path
 logger = logging.getLogger("scalingdown.compat")
 
 # ==== lm-eval: task YAML loading and HFLM generation ==============================================================
-# Checked against lm_eval 0.4.12 and 0.4.13 (installed: 0.4.13, with transformers 5.24). ``_yaml_loader`` does not
-# exist before 0.4.12; ``HFLM._model_generate(context, max_length, stop, **generation_kwargs)`` is unchanged from
-# 0.4.9 to 0.4.13.
+# Checked against lm_eval 0.4.12 and 0.4.13 (installed: 0.4.13, with transformers 5.24 and 5.25). ``_yaml_loader``
+# does not exist before 0.4.12; ``HFLM._model_generate(context, max_length, stop, **generation_kwargs)`` is unchanged
+# from 0.4.9 to 0.4.13.
 
 
 def load_task_yaml(path: str | Path) -> dict:
@@ -86,7 +86,7 @@ def dataset_info_yaml(info) -> dict:
 
 # ==== transformers: the KV cache argument ========================================================================
 # transformers 5.24 renamed the ``past_key_values`` argument of ``forward``/``generate`` to ``cache``; the old name
-# warns and goes in 6.0, and 5.0-5.23 know only it. Checked against transformers 5.24.0 (installed).
+# warns and goes in 6.0, and 5.0-5.23 know only it. Checked against transformers 5.24.0 and 5.25.0 (pinned).
 
 
 @functools.cache
@@ -124,7 +124,7 @@ def int8_linear(model):
 # the chunked KD objective, while DDP and PEFT wrappers still see an ordinary ``model(...)`` call.
 # Test: tests/test_student_trainer.py::test_compat_student_forward_hook_is_checked_against_the_installed_trl.
 
-STUDENT_FORWARD_CHECKED = {"transformers": "5.24.0", "trl": "1.16.0"}
+STUDENT_FORWARD_CHECKED = {"transformers": "5.25.0", "trl": "1.16.0"}
 
 
 def student_forward_versions_differ() -> dict[str, tuple[str, str]]:
