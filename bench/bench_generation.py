@@ -5,9 +5,10 @@
 
 Same teacher, the teacher-forced synthetic_gsm prompts push-data builds (``--shots`` worked examples from the train
 split open each), greedy. The previous path is transformers float32 at batch 16, every prompt prefilled whole; the
-levers are timed on their own (the worked examples run once per batch of 16; transformers' continuous batching at
-256 and 512 tokens per forward pass; with ``--more`` batch 64, int8 linear layers and CTranslate2), and the path
-marked ``push-data:`` is ``PushDataArguments``' defaults. Each path gets what push-data hands one generate() call (a
+levers are timed on their own (the worked examples run once per batch of 16, in one process; transformers'
+continuous batching at 256 and 512 tokens per forward pass; with ``--more`` batch 32 per worker, batch 64, int8
+linear layers and CTranslate2), and the path marked ``push-data:`` is ``PushDataArguments``' defaults (one
+single-threaded worker process per core). Each path gets what push-data hands one generate() call (a
 shard of prompts); paths run interleaved, one shard at a time, so machine load hits each alike.
 Prints tokens/s per path, the share of outputs identical to the previous path's, the fraction of the FLOP limit
 (2 x parameters FLOPs per generated token against this run's matmul probe) and, last, the speed-up.
@@ -27,6 +28,7 @@ import torch
 from datasets_builders.push_data import PushDataArguments
 from datasets_builders.rationales import build_prompt
 from datasets_builders.teacher_base import GenerationSettings, TeacherPrompt
+from datasets_builders.teacher_pool import resolve_workers
 from datasets_builders.teachers import TransformersTeacher, load_teacher
 from trainers.cost import device_name, measure_peak_flops
 from trainers.sizes import save_tiny_llama
@@ -84,7 +86,7 @@ def main() -> None:
     shots = push.worked_examples("numeric")
     prompts = [build_prompt(r["question"], r["choices"], r["answer"], "numeric", push.mode, shots) for r in examples]
 
-    batched = replace(current, backend="transformers", int8=False, continuous_batching=False)
+    batched = replace(current, backend="transformers", int8=False, continuous_batching=False, workers=1)
     continuous = replace(batched, continuous_batching=True)
     levers = [
         ("transformers float32, head run once", replace(batched, batch_size=16)),
@@ -93,6 +95,7 @@ def main() -> None:
     ]
     if args.more:
         levers += [
+            ("transformers float32, head run once, worker per core", replace(batched, workers=0, batch_size=32)),
             ("transformers float32, head run once", replace(batched, batch_size=64)),
             ("transformers int8, head run once", replace(batched, int8=True, batch_size=16)),
             ("transformers int8, continuous batching", replace(continuous, int8=True)),
@@ -105,12 +108,17 @@ def main() -> None:
     for name, settings in levers:
         default = settings == current
         per_call = f"{settings.batch_tokens} tokens" if settings.continuous_batching else f"batch {settings.batch_size}"
-        label = f"{'push-data: ' if default else ''}{name}, {per_call}"
-        paths.append(TimedPath(label, load_teacher(spec, backend=settings.backend), settings))
+        teacher = load_teacher(spec, backend=settings.backend)
+        workers = resolve_workers(settings.workers, teacher.device)
+        if workers > 1:
+            per_call += f", {workers} processes x {max(1, torch.get_num_threads() // workers)} thread"
+        paths.append(TimedPath(f"{'push-data: ' if default else ''}{name}, {per_call}", teacher, settings))
     paths.sort(key=lambda path: path.name.startswith("push-data"))  # push-data's own path last
     params = sum(p.numel() for p in paths[0].teacher.model.parameters())
-    for path in paths:  # warm-up (and the one-off CTranslate2 conversions)
-        path.teacher.generate(prompts[:2], replace(path.settings, max_new_tokens=2))
+    for path in paths:  # warm-up: the one-off CTranslate2 conversions, and worker processes started (one batch each)
+        split = resolve_workers(path.settings.workers, path.teacher.device) > 1
+        warm = prompts[: path.settings.batch_size + 1] if split else prompts[:2]
+        path.teacher.generate(warm, replace(path.settings, max_new_tokens=2))
     peak = measure_peak_flops()
     loads = [os.getloadavg()[0]]
     chunk = push.shard_size  # what push-data hands generate() at once: one shard

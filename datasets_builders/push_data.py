@@ -119,6 +119,14 @@ class PushDataArguments:
     batch_tokens: int = field(
         default=256, metadata={"help": "Continuous batching: most tokens in one forward pass (prefill chunks too)."}
     )
+    workers: int = field(
+        default=0,
+        metadata={
+            "help": "transformers backend on CPU: processes of one thread each that share each shard's prompts; "
+            "0 = one per core. Independent decoders keep the cores busier than one with a thread per core "
+            "(docs/benchmarks.md)."
+        },
+    )
     num_samples: int = field(default=1, metadata={"help": "Rationales sampled per (example, teacher)."})
     shots: int = field(
         default=3,
@@ -201,6 +209,7 @@ class PushDataArguments:
         check_count(self.max_new_tokens, "--max_new_tokens", "tokens", "MAX_NEW_TOKENS")
         check_count(self.batch_size, "--batch_size", "prompts per batch", "BATCH_SIZE")
         check_count(self.batch_tokens, "--batch_tokens", "tokens per forward pass")
+        check_count(self.workers, "--workers", "generation processes", zero="one per core")
         check_choice(self.backend, BACKENDS, "--backend")
         check_count(self.shard_size, "--shard_size", "examples per shard")
         check_count(self.logits_batch_size, "--logits_batch_size", "sequences per batch")
@@ -245,6 +254,7 @@ class PushDataArguments:
             int8=self.int8,
             continuous_batching=self.continuous_batching and self.backend == "transformers",
             batch_tokens=self.batch_tokens,
+            workers=self.workers if self.backend == "transformers" else 1,
         )
 
     def filter_settings(self) -> FilterSettings:

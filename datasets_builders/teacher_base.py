@@ -39,6 +39,9 @@ class GenerationSettings:
     # KV blocks) instead of one generate() per batch_size prompts; batch_tokens bounds one forward pass's tokens.
     continuous_batching: bool = False
     batch_tokens: int = 256
+    # transformers on CPU: each call's prompts split across this many processes of one thread each
+    # (datasets_builders/teacher_pool.py); 0 = one per core (torch's thread count), 1 = in this process.
+    workers: int = 1
 
 
 @dataclass

@@ -34,9 +34,11 @@ class TeacherRequest:
 
 
 def teacher_shard_dir(parent: str | Path, spec: str, settings: GenerationSettings, inputs: Sequence) -> Path:
-    """``parent/<teacher>-<hash>``: the hash covers the teacher, its settings (not batch size) and ``inputs``."""
+    """``parent/<teacher>-<hash>``: the hash covers the teacher, its settings (not how calls are split: batch size,
+    workers) and ``inputs``."""
     decoding = asdict(settings)
-    decoding.pop("batch_size")
+    for parallelism in ("batch_size", "workers"):
+        decoding.pop(parallelism)
     key = json.dumps([spec, decoding, list(inputs)], sort_keys=True, default=str)
     return Path(parent) / f"{teacher_name(spec)}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 

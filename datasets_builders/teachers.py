@@ -30,6 +30,7 @@ from datasets_builders.teacher_base import (
     cut_at_stop,
     shared_prefix,
 )
+from datasets_builders.teacher_pool import TeacherPool, resolve_workers
 from scalingdown.cache import cache_dir
 from scalingdown.compat import int8_linear, kv_cache_argument
 from scalingdown.errors import UserError
@@ -189,6 +190,7 @@ class TransformersTeacher(LocalTeacher):
 
         self.name = name
         self.source = source
+        self.dtype = dtype
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = AutoTokenizer.from_pretrained(source)
         self.tokenizer.padding_side = "left"
@@ -199,6 +201,7 @@ class TransformersTeacher(LocalTeacher):
         self.uses_chat = self.tokenizer.chat_template is not None
         self._head, self._head_kv = None, None  # the last shared head of a batch and its KV cache (head_cache)
         self._int8_model = None  # built on the first int8 request (int8_model)
+        self._pool: TeacherPool | None = None  # worker processes, started by the first call that splits
 
     def describe(self) -> dict[str, str]:
         packaged = PACKAGED_TEACHERS.get(self.name)
@@ -215,6 +218,12 @@ class TransformersTeacher(LocalTeacher):
     @torch.inference_mode()
     def generate(self, prompts: list[TeacherPrompt], settings: GenerationSettings) -> list[Generation]:
         encoded = self.encode(prompts)
+        workers = resolve_workers(settings.workers, self.device)
+        if workers > 1 and len(prompts) > settings.batch_size:
+            if self._pool is None or self._pool.workers != workers:
+                self.close_pool()
+                self._pool = TeacherPool(self.name, self.source, self.dtype, workers)
+            return self._pool.generate(encoded, prompts, settings)
         if settings.continuous_batching:
             return self.generate_continuous(encoded, settings)
         # Longest first: batches of similar length waste little on padding, and an out-of-memory
@@ -345,7 +354,13 @@ class TransformersTeacher(LocalTeacher):
         cache.batch_repeat_interleave(rows)
         return cache
 
+    def close_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
     def close(self) -> None:
+        self.close_pool()
         del self.model
 
 

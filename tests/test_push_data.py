@@ -239,6 +239,30 @@ def test_continuous_batching_writes_the_batched_texts_and_stops_where_they_stop(
     assert len(sampled) == len(prompts) and [g.text for g in sampled] != [g.text for g in batched]
 
 
+def test_worker_processes_write_the_single_process_texts_in_order(tiny_teacher_dir):
+    """--workers 2: the prompts are dealt to two spawned processes (one thread each) and come back in order, with
+    the texts one process writes; a call no bigger than one batch stays in this process."""
+    from datasets_builders.rationales import WorkedExample, build_prompt
+    from datasets_builders.tasks import load_examples
+    from datasets_builders.teacher_base import GenerationSettings
+    from datasets_builders.teachers import load_teacher
+
+    examples = list(load_examples("synthetic_gsm", "train", limit=10)[0])
+    shots = [WorkedExample(r["question"], None, r["answer"], r["gold_rationale"]) for r in examples[7:]]
+    prompts = [build_prompt(r["question"], None, r["answer"], "numeric", "teacher_forced", shots) for r in examples[:7]]
+    teacher = load_teacher(str(tiny_teacher_dir))
+    settings = GenerationSettings(max_new_tokens=16, batch_size=2, stop=["\n\n\n"])
+    alone = teacher.generate(prompts, settings)
+    assert teacher._pool is None
+    split = teacher.generate(prompts, replace(settings, workers=2))
+    assert teacher._pool is not None and teacher._pool.workers == 2
+    assert [(g.text, g.num_tokens) for g in split] == [(g.text, g.num_tokens) for g in alone]
+    assert len({g.text for g in alone}) > 1  # distinct rows: an out-of-order answer would show
+    teacher.close_pool()
+    assert [g.text for g in teacher.generate(prompts[:2], replace(settings, workers=2))] == [g.text for g in alone[:2]]
+    assert teacher._pool is None
+
+
 def test_transformers_int8_quantises_a_copy_and_repeats_its_texts(tiny_teacher_dir):
     """--int8 with transformers: the linear layers of a copy hold int8 weights (the float32 model is untouched),
     the copy's output stays close to float32's, and a repeated build writes the same texts. (Activations are
