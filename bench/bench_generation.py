@@ -1,14 +1,14 @@
-"""Rationale generation throughput: the previous push-data path vs the current one, side by side in one process.
+"""Rationale generation throughput: the previous push-data path vs the current one, side by side in one run.
 
     python bench/bench_generation.py --teacher smollm2-135m-instruct --num_prompts 128
     python bench/bench_generation.py --smoke --teacher path/to/tokenizer-folder   # seconds: the suite runs it
 
 Same teacher, the teacher-forced synthetic_gsm prompts push-data builds (``--shots`` worked examples from the train
 split open each), greedy. The previous path is transformers float32 at batch 16, every prompt prefilled whole; the
-levers are timed on their own (the worked examples run once per batch of 16, in one process; transformers'
-continuous batching at 256 and 512 tokens per forward pass; with ``--more`` batch 32 per worker, batch 64, int8
-linear layers and CTranslate2), and the path marked ``push-data:`` is ``PushDataArguments``' defaults (one
-single-threaded worker process per core). Each path gets what push-data hands one generate() call (a
+levers are timed on their own (the worked examples run once per batch of 16, in one process; with ``--more`` batch 32
+per worker, transformers' continuous batching at 256 and 512 tokens per forward pass, batch 64, int8 linear layers and
+CTranslate2), and the path marked ``push-data:`` is ``PushDataArguments``' defaults (the worked examples run once per
+batch of 16, one single-threaded worker process per core). Each path gets what push-data hands one generate() call (a
 shard of prompts); paths run interleaved, one shard at a time, so machine load hits each alike.
 Prints tokens/s per path, the share of outputs identical to the previous path's, the fraction of the FLOP limit
 (2 x parameters FLOPs per generated token against this run's matmul probe) and, last, the speed-up.
@@ -88,14 +88,12 @@ def main() -> None:
 
     batched = replace(current, backend="transformers", int8=False, continuous_batching=False, workers=1)
     continuous = replace(batched, continuous_batching=True)
-    levers = [
-        ("transformers float32, head run once", replace(batched, batch_size=16)),
-        ("transformers float32, continuous batching", replace(continuous, batch_tokens=256)),
-        ("transformers float32, continuous batching", replace(continuous, batch_tokens=512)),
-    ]
+    levers = [("transformers float32, head run once, one process", replace(batched, batch_size=16))]
     if args.more:
         levers += [
             ("transformers float32, head run once, worker per core", replace(batched, workers=0, batch_size=32)),
+            ("transformers float32, continuous batching", replace(continuous, batch_tokens=256)),
+            ("transformers float32, continuous batching", replace(continuous, batch_tokens=512)),
             ("transformers float32, head run once", replace(batched, batch_size=64)),
             ("transformers int8, head run once", replace(batched, int8=True, batch_size=16)),
             ("transformers int8, continuous batching", replace(continuous, int8=True)),
