@@ -30,7 +30,6 @@ from datasets_builders.teacher_base import (
     cut_at_stop,
     shared_prefix,
 )
-from datasets_builders.teacher_pool import TeacherPool, resolve_workers
 from scalingdown.cache import cache_dir
 from scalingdown.compat import int8_linear, kv_cache_argument
 from scalingdown.errors import UserError
@@ -201,7 +200,7 @@ class TransformersTeacher(LocalTeacher):
         self.uses_chat = self.tokenizer.chat_template is not None
         self._head, self._head_kv = None, None  # the last shared head of a batch and its KV cache (head_cache)
         self._int8_model = None  # built on the first int8 request (int8_model)
-        self._pool: TeacherPool | None = None  # worker processes, started by the first call that splits
+        self._pool = None  # worker processes, started by the first call that splits
 
     def describe(self) -> dict[str, str]:
         packaged = PACKAGED_TEACHERS.get(self.name)
@@ -217,6 +216,8 @@ class TransformersTeacher(LocalTeacher):
 
     @torch.inference_mode()
     def generate(self, prompts: list[TeacherPrompt], settings: GenerationSettings) -> list[Generation]:
+        from datasets_builders.teacher_pool import TeacherPool, resolve_workers  # workers only: not in the Space
+
         encoded = self.encode(prompts)
         workers = resolve_workers(settings.workers, self.device)
         if workers > 1 and len(prompts) > settings.batch_size:
