@@ -28,7 +28,7 @@ import torch
 from datasets_builders.push_data import PushDataArguments
 from datasets_builders.rationales import build_prompt
 from datasets_builders.teacher_base import GenerationSettings, TeacherPrompt
-from datasets_builders.teacher_pool import resolve_workers
+from datasets_builders.teacher_pool import resolve_workers, threads_per_worker
 from datasets_builders.teachers import TransformersTeacher, load_teacher
 from trainers.cost import device_name, measure_peak_flops
 from trainers.sizes import save_tiny_llama
@@ -109,7 +109,7 @@ def main() -> None:
         teacher = load_teacher(spec, backend=settings.backend)
         workers = resolve_workers(settings.workers, teacher.device)
         if workers > 1:
-            per_call += f", {workers} processes x {max(1, torch.get_num_threads() // workers)} thread"
+            per_call += f", {workers} processes x {threads_per_worker(workers)} thread"
         paths.append(TimedPath(f"{'push-data: ' if default else ''}{name}, {per_call}", teacher, settings))
     paths.sort(key=lambda path: path.name.startswith("push-data"))  # push-data's own path last
     params = sum(p.numel() for p in paths[0].teacher.model.parameters())

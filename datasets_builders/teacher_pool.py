@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import torch
 
-from datasets_builders.teacher_base import Generation, GenerationSettings, TeacherPrompt
+from datasets_builders.teacher_base import Generation, GenerationSettings
 
 _teacher = None  # the worker process's own TransformersTeacher
 
@@ -27,6 +27,11 @@ def resolve_workers(workers: int, device: str) -> int:
     return workers or torch.get_num_threads()
 
 
+def threads_per_worker(workers: int) -> int:
+    """The cores this process's torch uses, shared out among ``workers`` processes."""
+    return max(1, torch.get_num_threads() // workers)
+
+
 def _start(name: str, source: str, dtype: str, threads: int) -> None:
     from datasets_builders.teachers import TransformersTeacher
 
@@ -35,8 +40,8 @@ def _start(name: str, source: str, dtype: str, threads: int) -> None:
     _teacher = TransformersTeacher(name, source, dtype=dtype, device="cpu")
 
 
-def _generate(prompts: list[TeacherPrompt], settings: GenerationSettings) -> list[Generation]:
-    return _teacher.generate(prompts, settings)
+def _generate(encoded: list[list[int]], settings: GenerationSettings) -> list[Generation]:
+    return _teacher.generate_ids(encoded, settings)
 
 
 class TeacherPool:
@@ -48,7 +53,7 @@ class TeacherPool:
 
     def executor(self) -> ProcessPoolExecutor:
         if self._executor is None:
-            threads = max(1, torch.get_num_threads() // self.workers)
+            threads = threads_per_worker(self.workers)
             self._executor = ProcessPoolExecutor(
                 self.workers,
                 mp_context=multiprocessing.get_context("spawn"),  # fork after OpenMP has started can hang
@@ -57,14 +62,14 @@ class TeacherPool:
             )
         return self._executor
 
-    def generate(self, encoded: list[list[int]], prompts: list[TeacherPrompt], settings: GenerationSettings):
-        """Answers for ``prompts`` (``encoded``: their token ids, for lengths), in order."""
-        order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
-        count = min(self.workers, -(-len(prompts) // settings.batch_size))  # no worker gets less than a batch
+    def generate(self, encoded: list[list[int]], settings: GenerationSettings) -> list[Generation]:
+        """Answers for tokenized prompts, in order."""
+        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+        count = min(self.workers, -(-len(encoded) // settings.batch_size))  # no worker gets less than a batch
         shares = [order[k::count] for k in range(count)]
         single = replace(settings, workers=1)
-        futures = [self.executor().submit(_generate, [prompts[i] for i in share], single) for share in shares]
-        results: list[Generation | None] = [None] * len(prompts)
+        futures = [self.executor().submit(_generate, [encoded[i] for i in share], single) for share in shares]
+        results: list[Generation | None] = [None] * len(encoded)
         for share, future in zip(shares, futures, strict=True):
             for index, generation in zip(share, future.result(), strict=True):
                 results[index] = generation

@@ -214,17 +214,21 @@ class TransformersTeacher(LocalTeacher):
             "prompt_format": "chat template" if self.uses_chat else "plain text, few-shot",
         }
 
-    @torch.inference_mode()
     def generate(self, prompts: list[TeacherPrompt], settings: GenerationSettings) -> list[Generation]:
+        return self.generate_ids(self.encode(prompts), settings)
+
+    @torch.inference_mode()
+    def generate_ids(self, encoded: list[list[int]], settings: GenerationSettings) -> list[Generation]:
+        """Answers for already-tokenized prompts, in order: split across worker processes, continuously batched, or
+        one ``generate()`` per ``batch_size`` prompts of similar length."""
         from datasets_builders.teacher_pool import TeacherPool, resolve_workers  # workers only: not in the Space
 
-        encoded = self.encode(prompts)
         workers = resolve_workers(settings.workers, self.device)
-        if workers > 1 and len(prompts) > settings.batch_size:
+        if workers > 1 and len(encoded) > settings.batch_size:
             if self._pool is None or self._pool.workers != workers:
                 self.close_pool()
                 self._pool = TeacherPool(self.name, self.source, self.dtype, workers)
-            return self._pool.generate(encoded, prompts, settings)
+            return self._pool.generate(encoded, settings)
         if settings.continuous_batching:
             return self.generate_continuous(encoded, settings)
         # Longest first: batches of similar length waste little on padding, and an out-of-memory
