@@ -6,7 +6,8 @@ The runner forks one process per (model, variant) from a forkserver that has imp
 that model's own and a model that fails to load or crashes becomes a failed leaderboard row instead of ending the
 run. lm-eval's ``hf`` model does the scoring (``simple_evaluate`` with our task YAMLs, the dataset path overridden to
 the Hub target); a timing subclass records the wall time and generated tokens of lm-eval's own batched pass, then
-replays the first few requests one at a time for latency at batch 1.
+replays the first few requests one at a time for latency at batch 1. Log-likelihood variants run each context once
+for all its choices (eval/loglikelihood.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from eval.loglikelihood import accepts_logits_to_keep, continuation_loglikelihoods
 from eval.tasks.utils import TASKS_DIR, doc_to_answer_line
 from scalingdown.compat import hflm_with_generation_hook, load_task_yaml, set_hflm_batch_size
 
@@ -114,6 +116,12 @@ def timed_lm_class():
             if self.generator is None:
                 return None
             return ctranslate2_generate(self, context, max_length, stop, **generation_kwargs)
+
+        def loglikelihood_instead(self, pairs):
+            too_long = any(len(c) + len(k) > self.max_length + 1 for c, k in pairs)  # HFLM truncates those
+            if self.backend != "causal" or too_long or not accepts_logits_to_keep(self.model):
+                return None
+            return continuation_loglikelihoods(self.model, pairs)
 
         def on_generation(self, context, output):
             new = output[:, context.shape[1] :]

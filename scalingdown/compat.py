@@ -19,7 +19,7 @@ logger = logging.getLogger("scalingdown.compat")
 # ==== lm-eval: task YAML loading and HFLM generation ==============================================================
 # Checked against lm_eval 0.4.12 and 0.4.13 (installed: 0.4.13, with transformers 5.24 and 5.25). ``_yaml_loader``
 # does not exist before 0.4.12; ``HFLM._model_generate(context, max_length, stop, **generation_kwargs)`` is unchanged
-# from 0.4.9 to 0.4.13.
+# from 0.4.9 to 0.4.13; ``HFLM._loglikelihood_tokens(requests, disable_tqdm, override_bs)`` was checked on 0.4.13.
 
 
 def load_task_yaml(path: str | Path) -> dict:
@@ -37,11 +37,14 @@ def load_task_yaml(path: str | Path) -> dict:
 @functools.cache
 def hflm_with_generation_hook() -> type:
     """lm-eval's ``HFLM``, calling ``self.on_generation(context, output)`` after every batched ``generate``, which
-    ``self.generate_instead`` may do itself (the CTranslate2 teacher backend).
+    ``self.generate_instead`` may do itself (the CTranslate2 teacher backend), and letting
+    ``self.loglikelihood_instead`` score the tokenised (context, continuation) pairs of log-likelihood requests.
 
         The token ids a model produced are only visible inside HFLM (``generate_until`` returns decoded text), and
         counting them there is the only way to get tokens/s without re-tokenising.
-        Private: ``HFLM._model_generate``, which ``HFLM.generate_until`` calls once per batch.
+        Private: ``HFLM._model_generate``, which ``HFLM.generate_until`` calls once per batch, and
+        ``HFLM._loglikelihood_tokens(requests, disable_tqdm, override_bs)``, which ``loglikelihood`` calls with
+        ((context, continuation), context ids, continuation ids) triples once they are tokenised.
     """
     from lm_eval.models.huggingface import HFLM
 
@@ -59,6 +62,18 @@ def hflm_with_generation_hook() -> type:
                 output = super()._model_generate(context, max_length, stop, **generation_kwargs)
             self.on_generation(context, output)
             return output
+
+        def loglikelihood_instead(self, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]] | None:
+            """Override to score (context ids, continuation ids) pairs another way; None: HFLM's own."""
+            return None
+
+        def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
+            results = self.loglikelihood_instead([(context, continuation) for _, context, continuation in requests])
+            if results is None:
+                return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+            for (strings, _, _), result in zip(requests, results, strict=True):
+                self.cache_hook.add_partial("loglikelihood", strings, result)
+            return results
 
     return HookedHFLM
 

@@ -52,6 +52,20 @@ def test_lm_eval_hflm_model_generate_signature_and_call_site():
     assert re.search(r"self\._model_generate\(", inspect.getsource(HFLM.generate_until))
 
 
+def test_lm_eval_hflm_loglikelihood_tokens_signature_and_call_site():
+    """Shared-context scoring hangs on ``loglikelihood`` handing tokenised pairs to ``_loglikelihood_tokens``."""
+    from lm_eval.api.model import TemplateLM
+    from lm_eval.models.huggingface import HFLM
+
+    assert parameters(HFLM._loglikelihood_tokens) == [
+        ("self", P.POSITIONAL_OR_KEYWORD),
+        ("requests", P.POSITIONAL_OR_KEYWORD),
+        ("disable_tqdm", P.POSITIONAL_OR_KEYWORD),
+        ("override_bs", P.POSITIONAL_OR_KEYWORD),
+    ]
+    assert re.search(r"self\._loglikelihood_tokens\(", inspect.getsource(TemplateLM.loglikelihood))
+
+
 def test_lm_eval_hflm_batch_size_per_gpu_is_what_batch_size_reads():
     from lm_eval.models.huggingface import HFLM
 
@@ -85,7 +99,9 @@ def test_datasets_dataset_info_to_yaml_dict_is_what_a_card_declares():
 
 
 def test_no_module_but_compat_names_these_private_apis():
-    private = re.compile(r"_yaml_loader|\._model_generate\b|_to_yaml_dict|\.batch_size_per_gpu\b")
+    private = re.compile(
+        r"_yaml_loader|\._model_generate\b|\._loglikelihood_tokens\b|_to_yaml_dict|\.batch_size_per_gpu\b"
+    )
     offenders = [
         str(path.relative_to(REPO))
         for folder in ("scalingdown", "eval", "datasets_builders", "trainers", "space", "bench")
