@@ -69,11 +69,16 @@ def main() -> None:
     parser.add_argument("--num_prompts", type=int, default=128)
     parser.add_argument("--max_new_tokens", type=int, default=128)
     parser.add_argument("--shots", type=int, default=PushDataArguments.shots, help="push-data's --shots.")
+    parser.add_argument(
+        "--batch_size", type=int, default=PushDataArguments.batch_size, help="push-data's --batch_size, for its path."
+    )
     parser.add_argument("--more", action="store_true", help="Also time batch 64, int8 weights and CTranslate2.")
     parser.add_argument("--smoke", action="store_true", help="A tiny model from a config and a few prompts.")
     args = parser.parse_args()
 
-    push = PushDataArguments(teachers=args.teacher, max_new_tokens=args.max_new_tokens, shots=args.shots)
+    push = PushDataArguments(
+        teachers=args.teacher, max_new_tokens=args.max_new_tokens, shots=args.shots, batch_size=args.batch_size
+    )
     current = push.generation_settings()
     previous = replace(PREVIOUS, max_new_tokens=args.max_new_tokens)
     spec = args.teacher
@@ -101,7 +106,8 @@ def main() -> None:
             ("ctranslate2 int8, static prompt", replace(batched, backend="ctranslate2", int8=True, batch_size=64)),
         ]
     if current not in [settings for _, settings in levers]:
-        levers.append(("push-data's defaults", current))
+        settings = "defaults" if args.batch_size == PushDataArguments.batch_size else f"--batch_size {args.batch_size}"
+        levers.append((f"push-data's {settings}", current))
     paths = [TimedPath("previous: transformers float32, batch 16", load_teacher(spec), previous)]
     for name, settings in levers:
         default = settings == current

@@ -105,8 +105,9 @@ def timed_lm_class():
     """
 
     class TimedHFLM(hflm_with_generation_hook()):
-        def __init__(self, *args, generator=None, **kwargs):
+        def __init__(self, *args, generator=None, share_contexts: bool = True, **kwargs):
             super().__init__(*args, **kwargs)
+            self.share_contexts = share_contexts
             self.calls: list[dict] = []
             self.generation_requests: list = []
             self.new_tokens = 0
@@ -119,7 +120,8 @@ def timed_lm_class():
 
         def loglikelihood_instead(self, pairs):
             too_long = any(len(c) + len(k) > self.max_length + 1 for c, k in pairs)  # HFLM truncates those
-            if self.backend != "causal" or too_long or not accepts_logits_to_keep(self.model):
+            usable = self.share_contexts and self.backend == "causal" and accepts_logits_to_keep(self.model)
+            if not usable or too_long:
                 return None
             return continuation_loglikelihoods(self.model, pairs)
 
@@ -184,8 +186,10 @@ def loglikelihood_batch_size(batch_size: int, vocab_size: int | None) -> int:
     return max(1, min(batch_size, SCORING_BYTES // (2 * 4 * SCORING_TOKENS * vocab_size)))
 
 
-def measure(request: MeasureRequest) -> MeasureResult:
-    """Run lm-eval on one model and task; raise on any failure (the caller turns it into a failed row)."""
+def measure(request: MeasureRequest, share_contexts: bool = True) -> MeasureResult:
+    """Run lm-eval on one model and task; raise on any failure (the caller turns it into a failed row).
+
+    ``share_contexts=False``: lm-eval's own log-likelihood pass (the same scores, slower), for the bench."""
     import lm_eval
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
@@ -204,6 +208,7 @@ def measure(request: MeasureRequest) -> MeasureResult:
         batch_size=request.batch_size,
         trust_remote_code=request.trust_remote_code,
         generator=generator,
+        share_contexts=share_contexts,
     )
     config = task_config(request.lm_eval_task, request.dataset_path, request.max_gen_toks, request.chat, request.split)
     if config.get("output_type") in ("loglikelihood", "multiple_choice"):

@@ -83,25 +83,30 @@ def test_empty_continuation_is_refused():
         continuation_loglikelihoods(tiny_llama(), [([1, 2], [])])
 
 
-def test_lm_eval_requests_go_through_shared_context_scoring(tiny_teacher_dir):
+def test_lm_eval_requests_go_through_shared_context_scoring(tiny_teacher_dir, monkeypatch):
     """The eval's HFLM scores lm-eval's own log-likelihood requests this way, with HFLM's numbers."""
     from lm_eval.api.instance import Instance
-    from lm_eval.models.huggingface import HFLM
 
-    from eval.measure import timed_lm_class
+    import eval.measure
 
-    lm = timed_lm_class()(pretrained=str(tiny_teacher_dir), device="cpu", dtype="float32", batch_size=4)
+    scored = []
+
+    def counted(model, pairs):
+        scored.append(len(pairs))
+        return continuation_loglikelihoods(model, pairs)
+
+    monkeypatch.setattr(eval.measure, "continuation_loglikelihoods", counted)
+    lm = eval.measure.timed_lm_class()(pretrained=str(tiny_teacher_dir), device="cpu", dtype="float32", batch_size=4)
     context = "Question: Which is a metal?\nAnswer:"
     requests = [
         Instance("loglikelihood", doc={}, arguments=(context, f" {choice}"), idx=i)
         for i, choice in enumerate(["iron", "wood", "glass", "a piece of paper"])
     ]
-    scored = []
-    lm.loglikelihood_instead = lambda pairs: scored.append(len(pairs)) or continuation_loglikelihoods(lm.model, pairs)
     got = lm.loglikelihood(requests, disable_tqdm=True)
     assert scored == [4]
-    lm.loglikelihood_instead = lambda pairs: None  # HFLM's own scoring, every pair in full
-    want = HFLM.loglikelihood(lm, requests, disable_tqdm=True)
+    lm.share_contexts = False  # HFLM's own scoring, every pair in full
+    want = lm.loglikelihood(requests, disable_tqdm=True)
+    assert scored == [4]
     assert [g for _, g in got] == [g for _, g in want]
     assert [logprob for logprob, _ in got] == pytest.approx([logprob for logprob, _ in want], abs=1e-4)
-    assert lm.calls and lm.calls[0]["kind"] == "loglikelihood"
+    assert [c["kind"] for c in lm.calls] == ["loglikelihood", "loglikelihood"]
