@@ -5,7 +5,8 @@
 
 Same teacher, the teacher-forced synthetic_gsm prompts push-data builds (``--shots`` worked examples from the train
 split open each), greedy. The previous path is transformers float32 at batch 16, every prompt prefilled whole; the
-levers are timed on their own (the worked examples run once per batch of 16, in one process; with ``--more`` batch 32
+levers are timed on their own (the worked examples run once per batch of 16, in one process, their KV cache copied to
+each row or held once for all rows; with ``--more`` batch 32
 per worker, transformers' continuous batching at 256 and 512 tokens per forward pass, batch 64, int8 linear layers and
 CTranslate2), and the path marked ``push-data:`` is ``PushDataArguments``' defaults (the worked examples run once per
 batch of 16, one single-threaded worker process per core). Each path gets what push-data hands one generate() call (a
@@ -93,7 +94,11 @@ def main() -> None:
 
     batched = replace(current, backend="transformers", int8=False, continuous_batching=False, workers=1)
     continuous = replace(batched, continuous_batching=True)
-    levers = [("transformers float32, head run once, one process", replace(batched, batch_size=16))]
+    batch16 = replace(batched, batch_size=16)
+    levers = [
+        ("transformers float32, head run once, copied to each row, one process", replace(batch16, head_kv="copied")),
+        ("transformers float32, head run once, shared by all rows, one process", batch16),
+    ]
     if args.more:
         levers += [
             ("transformers float32, head run once, worker per core", replace(batched, workers=0, batch_size=32)),

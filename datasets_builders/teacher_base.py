@@ -33,8 +33,10 @@ class GenerationSettings:
     # int8 weights: ctranslate2's own, or (transformers, CPU) linear layers quantised dynamically; outputs may
     # differ slightly from float32's.
     int8: bool = False
-    # the worked examples every prompt opens with run once, their state copied to each row (shared_prefix)
+    # the worked examples every prompt opens with run once (shared_prefix); transformers keeps their KV cache once
+    # for all rows where the model allows (head_kv "shared": datasets_builders/shared_head.py), else a copy per row
     share_head: bool = True
+    head_kv: str = "shared"
     # transformers: its continuous batching (a finished row is refilled at once, prompts that open alike share their
     # KV blocks) instead of one generate() per batch_size prompts; batch_tokens bounds one forward pass's tokens.
     continuous_batching: bool = False
@@ -42,6 +44,10 @@ class GenerationSettings:
     # transformers on CPU: each call's prompts split across this many processes of one thread each
     # (datasets_builders/teacher_pool.py); 0 = one per core (torch's thread count), 1 = in this process.
     workers: int = 1
+
+    def __post_init__(self):
+        if self.head_kv not in ("shared", "copied"):
+            raise ValueError(f"head_kv={self.head_kv!r}: use 'shared' or 'copied'")
 
 
 @dataclass

@@ -34,10 +34,10 @@ class TeacherRequest:
 
 
 def teacher_shard_dir(parent: str | Path, spec: str, settings: GenerationSettings, inputs: Sequence) -> Path:
-    """``parent/<teacher>-<hash>``: the hash covers the teacher, its settings (not how calls are split: batch size,
-    workers) and ``inputs``."""
+    """``parent/<teacher>-<hash>``: the hash covers the teacher, its settings (not how the work is laid out: batch
+    size, workers, the head's KV cache shared or copied) and ``inputs``."""
     decoding = asdict(settings)
-    for parallelism in ("batch_size", "workers"):
+    for parallelism in ("batch_size", "workers", "head_kv"):
         decoding.pop(parallelism)
     key = json.dumps([spec, decoding, list(inputs)], sort_keys=True, default=str)
     return Path(parent) / f"{teacher_name(spec)}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"

@@ -17,6 +17,7 @@ import importlib.util
 import json
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -255,12 +256,15 @@ class TransformersTeacher(LocalTeacher):
         """One ``generate()`` call over already-tokenized prompts, left-padded to the longest, by the teacher's own
         model or, with ``settings.int8``, its int8 copy.
 
-        The worked examples every prompt opens with are run once: their KV cache is copied to each row and only
-        the rest of each prompt is padded and prefilled (padding sits between the two; the attention mask and the
-        positions derived from it skip it).
+        The worked examples every prompt opens with are run once: their KV cache is held once for all rows
+        (shared_head.py) or copied to each, and only the rest of each prompt is padded and prefilled (padding sits
+        between the two; the attention mask and the positions derived from it skip it).
         """
+        from datasets_builders import shared_head  # transformers' attention machinery: not in the Space
+
         model = self.int8_model() if settings.int8 else self.model
         head = shared_prefix(batch) if settings.share_head else []
+        cache = self.head_cache(head, len(batch), model, settings.head_kv) if head else None
         padded = self.tokenizer.pad(
             {"input_ids": [row[len(head) :] for row in batch]}, padding=True, return_tensors="pt"
         )
@@ -271,7 +275,7 @@ class TransformersTeacher(LocalTeacher):
             inputs["attention_mask"] = torch.cat(
                 [torch.ones(rows, len(head), dtype=torch.long), inputs["attention_mask"]], 1
             )
-            inputs[kv_cache_argument()] = self.head_cache(head, rows, model)
+            inputs[kv_cache_argument()] = cache
         inputs = {key: value.to(self.device) if torch.is_tensor(value) else value for key, value in inputs.items()}
         if settings.do_sample:
             torch.manual_seed(settings.seed)
@@ -280,15 +284,16 @@ class TransformersTeacher(LocalTeacher):
             if settings.do_sample
             else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         )
-        output = model.generate(
-            **inputs,
-            max_new_tokens=settings.max_new_tokens,
-            use_cache=True,
-            pad_token_id=self.tokenizer.pad_token_id,
-            stop_strings=settings.stop or None,
-            tokenizer=self.tokenizer,
-            **sampling,
-        )
+        with shared_head.attending(model, cache) if isinstance(cache, shared_head.SharedHeadCache) else nullcontext():
+            output = model.generate(
+                **inputs,
+                max_new_tokens=settings.max_new_tokens,
+                use_cache=True,
+                pad_token_id=self.tokenizer.pad_token_id,
+                stop_strings=settings.stop or None,
+                tokenizer=self.tokenizer,
+                **sampling,
+            )
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         return [self.decode(row.tolist(), settings) for row in new_tokens]
 
@@ -346,15 +351,20 @@ class TransformersTeacher(LocalTeacher):
             length -= 1
         return length
 
-    def head_cache(self, head: list[int], rows: int, model):
-        """The KV cache of ``head`` (computed once per distinct head and model), copied for ``rows`` rows."""
+    def head_cache(self, head: list[int], rows: int, model, head_kv: str = "shared"):
+        """The KV cache of ``head`` (computed once per distinct head and model): held once for all ``rows`` rows
+        where ``model`` allows it (``head_kv="shared"``), else copied for each."""
         from transformers import DynamicCache
+
+        from datasets_builders import shared_head
 
         if self._head != (id(model), head):
             cache = DynamicCache(config=model.config)
             head_ids = torch.tensor([head], device=self.device)
             model(input_ids=head_ids, use_cache=True, **{kv_cache_argument(): cache})
             self._head, self._head_kv = (id(model), list(head)), cache
+        if head_kv == "shared" and shared_head.supports(model):
+            return shared_head.SharedHeadCache(self._head_kv)
         cache = copy.deepcopy(self._head_kv)
         cache.batch_repeat_interleave(rows)
         return cache

@@ -21,8 +21,10 @@ def test_bench_smoke_times_every_path_and_ends_with_the_speed_up(tiny_teacher_di
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
     paths = [line for line in lines if " tok/s (" in line]
-    # previous; head run once at batch 16 in one process; push-data's own (smoke: batch 4, worker processes)
-    assert len(paths) == 3 and paths[-1].startswith("push-data: ")
+    # previous; head run once at batch 16 in one process, its KV cache copied to each row and held once; push-data's
+    # own (smoke: batch 4, worker processes)
+    assert len(paths) == 4 and paths[-1].startswith("push-data: ")
+    assert "copied to each row" in paths[1] and "shared by all rows" in paths[2]
     # The previous path is the reference: identical to itself; every path generated tokens.
     assert "identical to previous: 6/6" in paths[0]
     assert all(float(re.search(r"= +([\d.]+) tok/s", line).group(1)) > 0 for line in paths)

@@ -196,7 +196,8 @@ def test_ctranslate2_backend_writes_what_transformers_writes(tiny_teacher_dir):
 
 
 def test_the_worked_examples_run_once_and_change_no_greedy_text(tiny_teacher_dir):
-    """transformers: the shared head's KV cache copied to every row gives the texts of prefilling whole prompts."""
+    """transformers: the worked examples' KV cache, held once for all rows or copied to each, gives the texts of
+    prefilling whole prompts."""
     from datasets_builders.rationales import WorkedExample, build_prompt
     from datasets_builders.tasks import load_examples
     from datasets_builders.teacher_base import GenerationSettings, shared_prefix
@@ -209,9 +210,10 @@ def test_the_worked_examples_run_once_and_change_no_greedy_text(tiny_teacher_dir
     assert len(shared_prefix(teacher.encode(prompts))) > 100  # three worked examples as chat turns
     settings = GenerationSettings(max_new_tokens=24, batch_size=4, stop=["\n\n\n"])
     whole = teacher.generate(prompts, replace(settings, share_head=False))
-    cached = teacher.generate(prompts, settings)
-    assert [g.text for g in cached] == [g.text for g in whole] and any(g.text for g in whole)
-    assert [g.num_tokens for g in cached] == [g.num_tokens for g in whole]
+    for head_kv in ("shared", "copied"):
+        cached = teacher.generate(prompts, replace(settings, head_kv=head_kv))
+        assert [g.text for g in cached] == [g.text for g in whole] and any(g.text for g in whole)
+        assert [g.num_tokens for g in cached] == [g.num_tokens for g in whole]
 
 
 def test_continuous_batching_writes_the_batched_texts_and_stops_where_they_stop(tiny_teacher_dir):
