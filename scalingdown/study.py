@@ -31,7 +31,7 @@ import yaml
 
 from scalingdown.errors import UserError, run_cli
 
-STUDY_KEYS = {"name", "task", "push_data", "train", "eval"}
+STUDY_KEYS = {"name", "task", "org", "push_data", "train", "eval"}
 TRAIN_MODULES = {"ensemble": "trainers.ensemble"}  # every other method trains through trainers.sft
 
 
@@ -73,6 +73,13 @@ def load_study(path: str | Path) -> dict:
     for config in filter(None, configs):
         if not Path(config).is_file():
             raise UserError(f"{path}: stage recipe {config} does not exist")
+    if "org" in study:
+        from scalingdown.hub import HubError, check_repo_id
+
+        try:
+            check_repo_id(f"{study['org']}/{study['task']}")
+        except HubError as error:
+            raise UserError(f"{path}: org {study['org']!r}: {error}") from None
     study.setdefault("name", path.stem)
     return study
 
@@ -179,10 +186,12 @@ def _acc(row: dict | None) -> str:
 def report(study: dict, timings: list[dict], folder: Path) -> Path:
     """``report.md`` and ``scaling_down.png`` in ``folder``: per variant the answer, plot and tables; the
     baseline and wall times."""
+    from scalingdown.hub import HubTarget
+
     task = study["task"]
     board, baseline = board_rows(task), majority_baseline(task)
     variants = accuracy_variants(study)
-    lines = [f"# Study: {study['name']}", ""]
+    lines = [f"# Study: {study['name']}", "", f"Repos: `{HubTarget.from_env().org}/` on the Hub target.", ""]
     for variant in variants:
         plot = "scaling_down.png" if variant == variants[0] else f"scaling_down-{variant}.png"
         lines += variant_report(board, task, variant, baseline, folder / plot, titled=len(variants) > 1)
@@ -274,6 +283,10 @@ def main(argv: list[str] | None = None) -> Path | None:
     )
     args = parser.parse_args(argv)
     study = load_study(args.config)
+    if study.get("org") and not os.environ.get("ORG"):
+        # The study's own organisation, so that two studies of one task never overwrite each other's repos; every
+        # stage reads ORG (an ORG set by the user wins).
+        os.environ["ORG"] = str(study["org"])
     parts = set((args.only or "data,train,eval,report").split(","))
     if parts - {"data", "train", "eval", "report"}:
         raise UserError(f"--only {args.only}: use data, train, eval and/or report")
@@ -284,6 +297,8 @@ def main(argv: list[str] | None = None) -> Path | None:
         wanted = [glob.strip() for glob in args.steps.split(",") if glob.strip()]
         before = [step for step in before if any(fnmatch.fnmatch(step.name, glob) for glob in wanted)]
     if args.dry_run:
+        if os.environ.get("ORG"):
+            print(f"export ORG={shlex.quote(os.environ['ORG'])}")
         for step in [*before, eval_step(study, "validation"), *steps_on_test(study, None)]:
             print(step.command())
         return None

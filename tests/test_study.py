@@ -53,6 +53,10 @@ def test_a_bad_study_recipe_is_refused_naming_the_problem(tmp_path):
                                       "eval": {}}))  # fmt: skip
     with pytest.raises(UserError, match="nope.yaml does not exist"):
         load_study(recipe)
+    recipe.write_text(yaml.safe_dump({"task": "synthetic_gsm", "org": "my org", "push_data": {}, "train": {},
+                                      "eval": {}}))  # fmt: skip
+    with pytest.raises(UserError, match="org 'my org': .* is not a valid Hub name"):
+        load_study(recipe)
     with pytest.raises(UserError, match="no such study recipe"):
         load_study(tmp_path / "missing.yaml")
 
@@ -98,12 +102,14 @@ def test_each_accuracy_variant_scores_test_with_its_own_best_teachers():
 
 def test_a_tiny_study_runs_end_to_end_and_resumes(tmp_path, hub_dir, tiny_teacher_dir, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ORG")  # so the recipe's org applies (main sets it; monkeypatch restores the environment)
     teacher = str(tiny_teacher_dir)
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(
         yaml.safe_dump(
             {
                 "task": "synthetic_gsm",
+                "org": "tinystudy",
                 "push_data": {
                     "teachers": teacher,
                     "limit": 8,
@@ -137,7 +143,8 @@ def test_a_tiny_study_runs_end_to_end_and_resumes(tmp_path, hub_dir, tiny_teache
         )
     )
     report = main(["--config", str(recipe)])
-    rows, _ = load_board(HubTarget.from_env(), "synthetic_gsm")
+    assert not HubTarget(org="scalingdown", root=hub_dir).exists("dataset", "synthetic_gsm-rationales")
+    rows, _ = load_board(HubTarget(org="tinystudy", root=hub_dir), "synthetic_gsm")
     scored = {(r["model"], r["split"]): r["n"] for r in rows}
     # both teacher variants on validation, only the better one on test; the student on both
     validation = {m for m, split in scored if split == "validation"}
