@@ -43,7 +43,12 @@ def at_least_fp32(values: torch.Tensor) -> torch.Tensor:
 def log1mexp(x: torch.Tensor) -> torch.Tensor:
     """``log(1 - exp(x))`` for ``x <= 0``, accurate at both ends (Maechler, 2012)."""
     x = x.clamp(max=math.log1p(-MIN_TAIL))
-    return torch.where(x > -math.log(2), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+    near = x > -math.log(2)
+    # Each branch sees only the inputs it is accurate on: ``where`` multiplies the other branch's gradient by 0,
+    # and 0 * inf is NaN (log1p(-exp(x)) is -inf once a top-k mass rounds to 1 in float32).
+    near_zero = torch.log(-torch.expm1(torch.where(near, x, -1.0)))
+    far = torch.log1p(-torch.exp(torch.where(near, -1.0, x)))
+    return torch.where(near, near_zero, far)
 
 
 def bucket_logprobs(
