@@ -201,9 +201,11 @@ def report(study: dict, timings: list[dict], folder: Path) -> Path:
             f"{100 * baseline['accuracy']:.1f} ± {100 * baseline['stderr']:.1f} on test.",
             "",
         ]
-    lines += ["## Wall time", "", "| step | command | seconds |", "| --- | --- | ---: |"]
-    lines += [f"| {t['step']} | `{t['command']}` | {t['seconds']:.0f} |" for t in timings]
-    lines.append(f"| total | | {sum(t['seconds'] for t in timings):.0f} |")
+    lines += ["## Wall time", "", "| step | command | seconds | peak RSS |", "| --- | --- | ---: | ---: |"]
+    for t in timings:
+        rss = f"{t['peak_rss_mb'] / 1024:.1f} GB" if t.get("peak_rss_mb") else "–"
+        lines.append(f"| {t['step']} | `{t['command']}` | {t['seconds']:.0f} | {rss} |")
+    lines.append(f"| total | | {sum(t['seconds'] for t in timings):.0f} | |")
     path = folder / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -261,14 +263,16 @@ def run_step(step: Step, folder: Path) -> dict:
             handle.write(line)
             if not line.startswith(("Loading weights", "Converting", "Writing model")):
                 sys.stdout.write(line)
-        code = process.wait()
+        # wait4, not wait: the step's own peak memory (that of its process and the children it waited for)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = code = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - start
     if code:
         raise UserError(
             f"study step `{step.name}` failed (exit {code}); its log: {log}. Fix it and re-run: each stage skips "
             "what it has already built"
         )
-    return {"step": step.name, "command": step.command(), "seconds": seconds}
+    return {"step": step.name, "command": step.command(), "seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
 def main(argv: list[str] | None = None) -> Path | None:

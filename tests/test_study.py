@@ -159,6 +159,7 @@ def test_a_tiny_study_runs_end_to_end_and_resumes(tmp_path, hub_dir, tiny_teache
     assert "| 1M | 7.3M |" in text
     timings = json.loads((report.parent / "timings.json").read_text())
     assert [t["step"] for t in timings] == ["data", "train sft-one 1M", "eval validation", "eval test"]
+    assert all(t["peak_rss_mb"] > 100 for t in timings)  # each step's own process: torch alone is more
 
     # a second run rebuilds nothing: the teacher's generations and the student's last checkpoint are reused
     main(["--config", str(recipe)])
