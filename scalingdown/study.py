@@ -203,7 +203,13 @@ def report(study: dict, timings: list[dict], folder: Path) -> Path:
         ]
     lines += ["## Wall time", "", "| step | command | seconds | peak RSS |", "| --- | --- | ---: | ---: |"]
     for t in timings:
-        rss = f"{t['peak_rss_mb'] / 1024:.1f} GB" if t.get("peak_rss_mb") else "–"
+        peak = t.get("peak_rss_mb")
+        if t["step"].startswith("eval "):
+            # Models are scored in forkserver processes the step never waits for: the largest on the board counts.
+            split, *variant = t["step"].removeprefix("eval ").split()
+            rows = [r for r in board if r.get("split") == split and r.get("variant") in (variant or [r.get("variant")])]
+            peak = max([r.get("peak_rss_mb") or 0 for r in rows], default=0) or None
+        rss = f"{peak / 1024:.1f} GB" if peak else "–"
         lines.append(f"| {t['step']} | `{t['command']}` | {t['seconds']:.0f} | {rss} |")
     lines.append(f"| total | | {sum(t['seconds'] for t in timings):.0f} | |")
     path = folder / "report.md"

@@ -160,6 +160,9 @@ def test_a_tiny_study_runs_end_to_end_and_resumes(tmp_path, hub_dir, tiny_teache
     timings = json.loads((report.parent / "timings.json").read_text())
     assert [t["step"] for t in timings] == ["data", "train sft-one 1M", "eval validation", "eval test"]
     assert all(t["peak_rss_mb"] > 100 for t in timings)  # each step's own process: torch alone is more
+    # models are scored in processes the eval step does not wait for: its peak is the largest on the board
+    peak = max(r["peak_rss_mb"] for r in rows if r["split"] == "test")
+    assert f"| {peak / 1024:.1f} GB |" in next(line for line in text.splitlines() if line.startswith("| eval test |"))
 
     # a second run rebuilds nothing: the teacher's generations and the student's last checkpoint are reused
     main(["--config", str(recipe)])
