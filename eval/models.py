@@ -45,7 +45,7 @@ class EvalModel:
     revision: str | None = None  # commit of the student repo when scored
     method: str | None = None
     size: str | None = None
-    init: str | None = None  # scratch | pretrained | pruned | teacher
+    init: str | None = None  # scratch | pretrained | pruned | minitron | teacher
     lora: bool = False
     chat: bool = True  # scored through its chat template (else plain text with few-shot examples)
     num_fewshot: int = 0
@@ -199,7 +199,8 @@ def student_models(task: str, target: HubTarget) -> list[EvalModel]:
         tags = card_tags(path)
         config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
         role = "ensemble" if tags.get("method") == "ensemble" else "student"
-        init = "pruned" if config.get("pruned_from") else None
+        pruned_from = config.get("pruned_from") or {}
+        init = ("minitron" if pruned_from.get("method") == "minitron" else "pruned") if pruned_from else None
         models.append(
             EvalModel(
                 name=repo,

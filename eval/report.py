@@ -73,12 +73,12 @@ def run_label(row: dict) -> str:
 
 def series_label(row: dict) -> str:
     """A student's curve on the scaling-down plots: its run label, and apart from the scratch curve when it has
-    LoRA, was pre-trained here (size ``X-pt``) or was cut from a pretrained model (``init`` pruned)."""
+    LoRA, was pre-trained here (size ``X-pt``) or was cut from a pretrained model (``init`` pruned or minitron)."""
     label = f"{run_label(row) if row.get('method') else 'student'}{' (LoRA)' if row.get('lora') else ''}"
     if (row.get("size") or "").endswith(PRETRAINED_HERE):
         label += ", pre-trained here"
-    if row.get("init") == "pruned":
-        label += ", pruned"
+    # evenly spaced layers dropped, or pruned by importance: two curves, compared at matched parameters
+    label += {"pruned": ", pruned", "minitron": ", Minitron"}.get(row.get("init"), "")
     return label
 
 

@@ -323,3 +323,22 @@ def test_a_new_train_split_keeps_zero_shot_scores_and_rescores_few_shot_ones(tmp
     (tmp_path / "data" / "validation-00000-of-00001.parquet").write_bytes(b"other questions")
     assert data_key(str(tmp_path), "validation", 0, "rev3") != zero
     assert data_key(str(tmp_path / "remote"), "validation", 0, "rev3") == "rev3"  # no local files: the revision
+
+
+def test_students_pruned_by_importance_and_by_layer_drop_are_told_apart(tmp_path):
+    """The plot draws Minitron students and evenly pruned ones as two curves: the board must say which is which."""
+    from eval.models import student_models
+
+    target = HubTarget(org="scalingdown", root=tmp_path / "hub")
+    kinds = {"minitron": {"method": "minitron", "kept_layers": [0, 2]}, "prune": {"kept_layers": [0, 2]}, "1M": None}
+    for size, pruned_from in kinds.items():
+        folder = tmp_path / size
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"pruned_from": pruned_from} if pruned_from else {}))
+        target.push_folder(folder, "model", f"synthetic_gsm-kd-{size}", message="a student")
+    inits = {model.name: model.init for model in student_models("synthetic_gsm", target)}
+    assert inits == {
+        "synthetic_gsm-kd-minitron": "minitron",
+        "synthetic_gsm-kd-prune": "pruned",
+        "synthetic_gsm-kd-1M": None,
+    }

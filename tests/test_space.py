@@ -114,14 +114,16 @@ def test_pruned_and_pretrained_here_students_are_curves_of_their_own():
         board_row("t-sft-1M", "student", 0.1, method="sft", size="1M", init="scratch", params_total=10**6),
         board_row("t-sft-3M", "student", 0.2, method="sft", size="3M", init="scratch", params_total=3 * 10**6),
         board_row("t-sft-1M-pt", "student", 0.3, method="sft", size="1M-pt", params_total=10**6),
-        board_row("t-kd-90M", "student", 0.4, method="kd", size="135M-minitron-90M", init="pruned", params_total=9e7),
+        board_row("t-kd-90M", "student", 0.4, method="kd", size="135M-minitron-90M", init="minitron", params_total=9e7),
+        board_row("t-kd-18L", "student", 0.1, method="kd", size="135M-prune-18L", init="pruned", params_total=9e7),
     ]
     series = scaling_points(rows, "cot").set_index("model")["series"].to_dict()
     assert series == {
         "t-sft-1M": "students: sft",
         "t-sft-3M": "students: sft",
         "t-sft-1M-pt": "students: sft, pre-trained here",
-        "t-kd-90M": "students: kd, pruned",
+        "t-kd-90M": "students: kd, Minitron",  # pruned by importance: not on the evenly pruned curve
+        "t-kd-18L": "students: kd, pruned",
     }
 
 
