@@ -199,8 +199,8 @@ def student_models(task: str, target: HubTarget) -> list[EvalModel]:
         tags = card_tags(path)
         config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
         role = "ensemble" if tags.get("method") == "ensemble" else "student"
-        pruned_from = config.get("pruned_from") or {}
-        init = ("minitron" if pruned_from.get("method") == "minitron" else "pruned") if pruned_from else None
+        pruned_from = config.get("pruned_from")
+        init = pruned_from.get("method", "pruned") if pruned_from else None  # minitron names itself; layer drops don't
         models.append(
             EvalModel(
                 name=repo,

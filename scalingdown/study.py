@@ -207,7 +207,7 @@ def report(study: dict, timings: list[dict], folder: Path) -> Path:
         if t["step"].startswith("eval "):
             # Models are scored in forkserver processes the step never waits for: the largest on the board counts.
             split, *variant = t["step"].removeprefix("eval ").split()
-            rows = [r for r in board if r.get("split") == split and r.get("variant") in (variant or [r.get("variant")])]
+            rows = [r for r in board if r.get("split") == split and (not variant or r.get("variant") == variant[0])]
             peak = max([r.get("peak_rss_mb") or 0 for r in rows], default=0) or None
         rss = f"{peak / 1024:.1f} GB" if peak else "–"
         lines.append(f"| {t['step']} | `{t['command']}` | {t['seconds']:.0f} | {rss} |")

@@ -13,7 +13,7 @@ from huggingface_hub import ModelCard
 from datasets_builders.push_data import main as push_data
 from eval.leaderboard import merge
 from eval.measure import MeasureResult, mark_unparseable
-from eval.models import parameter_counts, weights_key
+from eval.models import parameter_counts, student_models, weights_key
 from eval.plots import plot_scaling_down
 from eval.report import card_verdict, scaling_down_answer
 from eval.run import EvalArguments
@@ -327,8 +327,6 @@ def test_a_new_train_split_keeps_zero_shot_scores_and_rescores_few_shot_ones(tmp
 
 def test_students_pruned_by_importance_and_by_layer_drop_are_told_apart(tmp_path):
     """The plot draws Minitron students and evenly pruned ones as two curves: the board must say which is which."""
-    from eval.models import student_models
-
     target = HubTarget(org="scalingdown", root=tmp_path / "hub")
     kinds = {"minitron": {"method": "minitron", "kept_layers": [0, 2]}, "prune": {"kept_layers": [0, 2]}, "1M": None}
     for size, pruned_from in kinds.items():
